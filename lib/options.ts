@@ -1,0 +1,180 @@
+import type { FastifyRequest } from 'fastify'
+import type { FastifyJWTOptions } from '@fastify/jwt'
+import { BadOptionError } from './errors.js'
+
+/** The verified identity of a connection: the JWT's claims. */
+export interface EventSocketUser {
+  /** The user id (the JWT's `sub`). */
+  sub: string
+  /** A single role, when the token carries `role`. */
+  role?: string
+  /** Several roles, when the token carries `roles`. */
+  roles?: string[]
+  /** Expiry, epoch seconds. */
+  exp?: number
+  [claim: string]: unknown
+}
+
+/** Decides whether `user` may subscribe to `pattern`. May be async; a throw counts as a refusal. */
+export type Authorize = (user: EventSocketUser, pattern: string, request: FastifyRequest) => boolean | Promise<boolean>
+
+export interface BrokerOptions {
+  /** amqp:// URL of RabbitMQ. Without it the in-process bus is used (one instance only). */
+  url?: string
+  /** Durable topic exchange shared by every instance. Default 'evsock.events'. */
+  exchange?: string
+  /** Prefix of each instance's exclusive queue. Default 'evsock.instance'. */
+  queuePrefix?: string
+  /** Unacknowledged deliveries one instance holds at most. Default 256. */
+  prefetch?: number
+  /** Guard on the instance queue's length (x-max-length), so a stalled instance cannot fill the broker. Default 100000. */
+  maxQueueLength?: number
+  /** First reconnect delay, ms. Default 100. */
+  reconnectInitialDelayMs?: number
+  /** Largest reconnect delay, ms. Default 5000. */
+  reconnectMaxDelayMs?: number
+  /** How long a publish may wait for the broker's confirm (including time buffered during an outage), ms. Default 10000. */
+  publishTimeoutMs?: number
+  /** Publishes buffered while the broker is unreachable; past it `publish` rejects. Default 10000. */
+  maxBufferedPublishes?: number
+}
+
+export interface EventSocketOptions {
+  /** Route of the WebSocket endpoint. Default '/events'. */
+  path?: string
+  /** Registers @fastify/jwt with these options when the app has not registered it. */
+  jwt?: FastifyJWTOptions
+  /** RabbitMQ settings; omit `url` for the in-process bus. */
+  broker?: BrokerOptions
+  /** Authorization of each subscription. Default: `user.<sub>.…` patterns for their own user, everything for role `admin`. */
+  authorize?: Authorize
+  /** Accept the token from the `access_token` query parameter. Default false (query strings end up in logs). */
+  allowQueryToken?: boolean
+  /** Allowed `Origin` values; when set, other origins (and a missing Origin, unless `allowMissingOrigin`) get 403. Default: no check. */
+  origins?: string[] | ((origin: string | undefined) => boolean)
+  /** With `origins` set, still accept handshakes with no Origin header (non-browser clients). Default true. */
+  allowMissingOrigin?: boolean
+  /** Open connections this instance accepts; past it the handshake gets 503. Default 10000. */
+  maxConnections?: number
+  /** Events in flight (sent, unacknowledged) per connection. Default 64. */
+  window?: number
+  /** Events waiting behind a full window per connection; past it the connection is closed with 4008. Default 1024. */
+  maxPendingEvents?: number
+  /** Bytes waiting behind a full window per connection; past it the connection is closed with 4008. Default 4 MiB. */
+  maxPendingBytes?: number
+  /** Bytes buffered in the socket (written, not yet taken by the kernel) before the connection is closed with 4008. Default 8 MiB. */
+  maxBufferedBytes?: number
+  /** Largest encoded event `publish` accepts, bytes. Default 204800 (200 KB). */
+  maxEventBytes?: number
+  /** Largest inbound frame, bytes; a larger one closes with 1009. Default 16384. */
+  maxMessageBytes?: number
+  /** Interval of WebSocket pings; a connection that missed the previous pong is terminated. Default 30000. */
+  heartbeatMs?: number
+  /** How long before `exp` the `expiring` message is sent, ms. Default 30000. */
+  expiryNoticeMs?: number
+  /** Patterns one connection may hold. Default 100. */
+  maxSubscriptions?: number
+  /** Inbound frames per second per connection (sustained). Default 50. */
+  rateLimit?: number
+  /** Inbound frames allowed in a burst above the rate. Default 100. */
+  rateBurst?: number
+  /** Bad frames within `badFrameWindowMs` before the connection is closed with 4002. Default 10. */
+  maxBadFrames?: number
+  /** Window over which bad frames are counted, ms. Default 60000. */
+  badFrameWindowMs?: number
+  /** Handshakes per minute per remote address; past it 429. 0 turns the limit off. Default 120. */
+  handshakesPerMinute?: number
+  /** permessage-deflate for clients that offer it (only for frames over 1 KB). Default false. */
+  compression?: boolean
+}
+
+export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
+  url: string | undefined
+}
+
+export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'origins'>> {
+  jwt: FastifyJWTOptions | undefined
+  broker: ResolvedBrokerOptions
+  origins: ((origin: string | undefined) => boolean) | undefined
+}
+
+/** The default authorization: a user may subscribe under `user.<own sub>.`; an admin everywhere. Everything else is refused. */
+export const defaultAuthorize: Authorize = (user, pattern) => {
+  if (user.role === 'admin' || user.roles?.includes('admin') === true) return true
+  const own = `user.${user.sub}`
+  return pattern === own || pattern.startsWith(`${own}.`)
+}
+
+export const brokerDefaults: Readonly<ResolvedBrokerOptions> = {
+  url: undefined,
+  exchange: 'evsock.events',
+  queuePrefix: 'evsock.instance',
+  prefetch: 256,
+  maxQueueLength: 100_000,
+  reconnectInitialDelayMs: 100,
+  reconnectMaxDelayMs: 5000,
+  publishTimeoutMs: 10_000,
+  maxBufferedPublishes: 10_000
+}
+
+const positiveIntegers = [
+  'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes',
+  'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs'
+] as const
+
+export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
+  const resolved: ResolvedOptions = {
+    path: options.path ?? '/events',
+    jwt: options.jwt,
+    broker: { ...brokerDefaults, ...options.broker },
+    authorize: options.authorize ?? defaultAuthorize,
+    allowQueryToken: options.allowQueryToken ?? false,
+    origins: originCheck(options.origins),
+    allowMissingOrigin: options.allowMissingOrigin ?? true,
+    maxConnections: options.maxConnections ?? 10_000,
+    window: options.window ?? 64,
+    maxPendingEvents: options.maxPendingEvents ?? 1024,
+    maxPendingBytes: options.maxPendingBytes ?? 4 * 1024 * 1024,
+    maxBufferedBytes: options.maxBufferedBytes ?? 8 * 1024 * 1024,
+    maxEventBytes: options.maxEventBytes ?? 200 * 1024,
+    maxMessageBytes: options.maxMessageBytes ?? 16 * 1024,
+    heartbeatMs: options.heartbeatMs ?? 30_000,
+    expiryNoticeMs: options.expiryNoticeMs ?? 30_000,
+    maxSubscriptions: options.maxSubscriptions ?? 100,
+    rateLimit: options.rateLimit ?? 50,
+    rateBurst: options.rateBurst ?? 100,
+    maxBadFrames: options.maxBadFrames ?? 10,
+    badFrameWindowMs: options.badFrameWindowMs ?? 60_000,
+    handshakesPerMinute: options.handshakesPerMinute ?? 120,
+    compression: options.compression ?? false
+  }
+  if (typeof resolved.path !== 'string' || !resolved.path.startsWith('/')) {
+    throw new BadOptionError('path', 'must be a string starting with "/"')
+  }
+  if (typeof resolved.authorize !== 'function') throw new BadOptionError('authorize', 'must be a function')
+  for (const name of positiveIntegers) {
+    const value = resolved[name]
+    if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(name, `must be a positive integer, got ${String(value)}`)
+  }
+  for (const name of ['expiryNoticeMs', 'handshakesPerMinute'] as const) {
+    const value = resolved[name]
+    if (!Number.isSafeInteger(value) || value < 0) throw new BadOptionError(name, `must be a non-negative integer, got ${String(value)}`)
+  }
+  const broker = resolved.broker
+  if (broker.url !== undefined && !/^amqps?:\/\//.test(broker.url)) throw new BadOptionError('broker.url', 'must be an amqp:// or amqps:// URL')
+  for (const name of ['prefetch', 'maxQueueLength', 'reconnectInitialDelayMs', 'reconnectMaxDelayMs', 'publishTimeoutMs', 'maxBufferedPublishes'] as const) {
+    const value = broker[name]
+    if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`broker.${name}`, `must be a positive integer, got ${String(value)}`)
+  }
+  return resolved
+}
+
+function originCheck (origins: EventSocketOptions['origins']): ResolvedOptions['origins'] {
+  if (origins === undefined) return undefined
+  if (typeof origins === 'function') return origins
+  if (!Array.isArray(origins) || origins.some((origin) => typeof origin !== 'string')) {
+    throw new BadOptionError('origins', 'must be an array of origin strings or a function')
+  }
+  const allowed = new Set(origins)
+  return (origin) => origin !== undefined && allowed.has(origin)
+}
