@@ -1,0 +1,43 @@
+import { TopicIndex, type Subscriber } from '../topic-index.js'
+import { ClosedError } from '../errors.js'
+import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
+
+// The in-process bus: the embedded default for one instance (development,
+// tests). It routes like the broker does, through the bound patterns, so that
+// both buses look the same to the rest of the plugin.
+
+const BOUND: Subscriber = { matchMark: 0 }
+
+export class MemoryBus implements Bus {
+  readonly kind = 'memory'
+  #bound = new TopicIndex<Subscriber>()
+  #deliver: Deliver | undefined
+  #closed = false
+
+  async start (deliver: Deliver): Promise<void> {
+    this.#deliver = deliver
+  }
+
+  async publish (message: BusMessage): Promise<void> {
+    if (this.#closed || this.#deliver === undefined) throw new ClosedError()
+    let routed = false
+    this.#bound.match(message.topic, () => { routed = true })
+    if (routed) this.#deliver(message)
+  }
+
+  async bind (pattern: string): Promise<void> {
+    this.#bound.add(pattern, BOUND)
+  }
+
+  async unbind (pattern: string): Promise<void> {
+    this.#bound.remove(pattern, BOUND)
+  }
+
+  health (): BusHealth {
+    return { kind: 'memory', state: this.#closed ? 'closed' : 'up', buffered: 0, unconfirmed: 0 }
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+  }
+}

@@ -1,0 +1,13 @@
+/** WebSocket close codes of PROTOCOL.md section 7. */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  TooBig: 1009,
+  InternalError: 1011,
+  TokenExpired: 4001,
+  TooManyBadFrames: 4002,
+  SlowConsumer: 4008,
+  RateLimited: 4029
+} as const
+
+export type CloseCodeValue = typeof CloseCode[keyof typeof CloseCode]

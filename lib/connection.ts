@@ -1,0 +1,361 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { RawData, WebSocket } from 'ws'
+import { decodeMessage, encodeMessage, type Format, type OutboundEvent } from './codec.js'
+import { CloseCode } from './close-codes.js'
+import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
+import { expiresAt } from './tokens.js'
+import type { Subscriber } from './topic-index.js'
+import type { EventSocketUser, ResolvedOptions } from './options.js'
+
+/** What a connection needs from the instance that holds it. */
+export interface ConnectionHost {
+  readonly options: ResolvedOptions
+  readonly log: FastifyBaseLogger
+  /** Adds the connection under `pattern` and resolves once events of it are routed here. */
+  subscribe (connection: Connection, pattern: string): Promise<void>
+  unsubscribe (connection: Connection, pattern: string): void
+  verify (token: string): Promise<EventSocketUser>
+  /** Holds the connection's writes until the end of this turn of the event loop, to send them together. */
+  cork (connection: Connection): void
+  /** A frame was written (for stats). */
+  sent (): void
+  closed (connection: Connection, slow: boolean): void
+}
+
+// setTimeout cannot wait longer than this; later deadlines are re-armed.
+const MAX_TIMER_MS = 2 ** 31 - 1
+// A peer that never answers our close frame is cut off after this long.
+const CLOSE_GRACE_MS = 2000
+// Error codes that mean the client sent something malformed (they count toward 4002).
+const BAD_FRAME_CODES: ReadonlySet<ErrorCode> = new Set(['BAD_REQUEST', 'BAD_TOPIC', 'BAD_ACK'])
+
+/**
+ * One WebSocket: its user, subscriptions, ack window, pending queue, rate and
+ * bad-frame accounting, and token-expiry timers (PROTOCOL.md sections 2 to 5).
+ */
+export class Connection implements Subscriber {
+  readonly session = randomUUID()
+  readonly format: Format
+  readonly socket: WebSocket
+  readonly request: FastifyRequest
+  readonly subscriptions = new Set<string>()
+  matchMark = 0
+  /** Answered the last ping; cleared at each heartbeat. */
+  alive = true
+  /** Its TCP socket is corked until the end of this turn of the event loop. */
+  corked = false
+  /** Last `seq` written, and last `seq` the client acknowledged. */
+  #sent = 0
+  #acked = 0
+  /** Events behind a full window, oldest first, from `#pendingHead` on. */
+  #pending: OutboundEvent[] = []
+  #pendingHead = 0
+  #pendingBytes = 0
+  #user: EventSocketUser
+  readonly #host: ConnectionHost
+  readonly #options: ResolvedOptions
+  /** Subscribe, unsubscribe and auth run one after the other, in the order they arrived. */
+  #requests: Promise<void> = Promise.resolve()
+  #rateTokens: number
+  #rateCheckedAt = Date.now()
+  #badFrames = 0
+  #badFramesSince = 0
+  #expiringDeadline: Deadline | undefined
+  #expiryDeadline: Deadline | undefined
+  #graceTimer: NodeJS.Timeout | undefined
+  #closing = false
+  #slow = false
+
+  constructor (host: ConnectionHost, socket: WebSocket, request: FastifyRequest, user: EventSocketUser, format: Format) {
+    this.#host = host
+    this.#options = host.options
+    this.socket = socket
+    this.request = request
+    this.#user = user
+    this.format = format
+    this.#rateTokens = host.options.rateBurst
+    socket.on('message', (data, isBinary) => this.#onFrame(data, isBinary))
+    socket.on('pong', () => { this.alive = true })
+    socket.once('close', () => this.#dispose())
+    this.#write({
+      op: 'hello',
+      v: 1,
+      session: this.session,
+      user: user.sub,
+      window: this.#options.window,
+      maxMessageBytes: this.#options.maxMessageBytes,
+      heartbeatMs: this.#options.heartbeatMs,
+      expiresAt: expiresAt(user)
+    })
+    this.#armExpiry()
+  }
+
+  get user (): EventSocketUser {
+    return this.#user
+  }
+
+  /** Events waiting behind the window. */
+  get pendingCount (): number {
+    return this.#pending.length - this.#pendingHead
+  }
+
+  /** Sends `event` now if the window allows, or queues it; a full queue makes this a slow consumer. */
+  push (event: OutboundEvent): void {
+    if (this.#closing) return
+    if (this.pendingCount === 0 && this.#sent - this.#acked < this.#options.window) {
+      this.#sendEvent(event)
+      return
+    }
+    this.#pending.push(event)
+    this.#pendingBytes += event.size
+    if (this.pendingCount > this.#options.maxPendingEvents || this.#pendingBytes > this.#options.maxPendingBytes) {
+      this.#slowConsumer('pending queue overflowed')
+    }
+  }
+
+  /** One heartbeat: a connection that did not answer the previous ping is dropped. */
+  heartbeat (): void {
+    if (!this.alive) {
+      this.#host.log.debug({ session: this.session }, 'event socket missed a heartbeat')
+      this.socket.terminate()
+      return
+    }
+    this.alive = false
+    this.socket.ping()
+  }
+
+  close (code: CloseCodeValue, reason: string): void {
+    if (this.#closing) return
+    this.#closing = true
+    this.#clearPending()
+    this.socket.close(code, reason)
+    this.#graceTimer = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS)
+  }
+
+  #sendEvent (event: OutboundEvent): void {
+    this.#sent++
+    this.#host.cork(this)
+    this.socket.send(event.frame(this.format, this.#sent), { binary: this.format === 'msgpack' })
+    this.#host.sent()
+    // The window bounds events, not bytes: a peer that stopped reading at the
+    // TCP level would otherwise pile its frames up in our memory.
+    if (this.socket.bufferedAmount > this.#options.maxBufferedBytes) this.#slowConsumer('socket buffer overflowed')
+  }
+
+  #drain (): void {
+    while (this.pendingCount > 0 && this.#sent - this.#acked < this.#options.window && !this.#closing) {
+      const event = this.#pending[this.#pendingHead]!
+      this.#pending[this.#pendingHead++] = undefined as unknown as OutboundEvent
+      this.#pendingBytes -= event.size
+      this.#sendEvent(event)
+    }
+    if (this.pendingCount === 0) this.#clearPending()
+    else if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
+      this.#pending = this.#pending.slice(this.#pendingHead)
+      this.#pendingHead = 0
+    }
+  }
+
+  #clearPending (): void {
+    this.#pending = []
+    this.#pendingHead = 0
+    this.#pendingBytes = 0
+  }
+
+  #slowConsumer (why: string): void {
+    this.#host.log.warn({ session: this.session, user: this.#user.sub, pending: this.pendingCount }, `event socket is a slow consumer: ${why}`)
+    this.#slow = true
+    this.close(CloseCode.SlowConsumer, 'slow consumer')
+  }
+
+  #write (message: Record<string, unknown>): void {
+    if (this.#closing) return
+    this.#host.cork(this)
+    this.socket.send(encodeMessage(this.format, message), { binary: this.format === 'msgpack' })
+  }
+
+  #onFrame (data: RawData, isBinary: boolean): void {
+    if (this.#closing) return
+    if (!this.#withinRate()) {
+      this.close(CloseCode.RateLimited, 'rate limit exceeded')
+      return
+    }
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)
+    // ws enforces maxPayload when this plugin registered it; an app's own
+    // @fastify/websocket may allow more, so the limit is checked here as well.
+    if (bytes.length > this.#options.maxMessageBytes) {
+      this.close(CloseCode.TooBig, 'frame too large')
+      return
+    }
+    let decoded: unknown
+    try {
+      decoded = decodeMessage(this.format, bytes, isBinary)
+    } catch (err) {
+      this.#refuse({ code: 'BAD_REQUEST', message: `unreadable frame: ${(err as Error).message}` })
+      return
+    }
+    const parsed = parseRequest(decoded)
+    if ('code' in parsed) {
+      this.#refuse(parsed)
+      return
+    }
+    if (parsed.op === 'ack') {
+      this.#onAck(parsed.seq)
+      return
+    }
+    this.#requests = this.#requests.then(() => this.#handle(parsed)).catch((err: unknown) => {
+      this.#host.log.error({ err, session: this.session }, 'event socket request failed')
+      this.#refuse({ code: 'INTERNAL', message: 'internal error', id: parsed.id })
+    })
+  }
+
+  #onAck (seq: number): void {
+    if (seq > this.#sent) {
+      this.#refuse({ code: 'BAD_ACK', message: `seq ${seq} was never sent (last sent: ${this.#sent})` })
+      return
+    }
+    if (seq <= this.#acked) return
+    this.#acked = seq
+    this.#drain()
+  }
+
+  async #handle (request: Exclude<ClientRequest, { op: 'ack' }>): Promise<void> {
+    if (this.#closing) return
+    switch (request.op) {
+      case 'sub': return await this.#subscribe(request.id, request.topic, request.since)
+      case 'unsub':
+        if (this.subscriptions.delete(request.topic)) this.#host.unsubscribe(this, request.topic)
+        this.#write({ op: 'ok', id: request.id })
+        return
+      case 'auth': return await this.#refresh(request.id, request.token)
+    }
+  }
+
+  async #subscribe (id: number, pattern: string, since: string | undefined): Promise<void> {
+    if (this.subscriptions.has(pattern)) {
+      this.#write({ op: 'ok', id })
+      return
+    }
+    if (this.subscriptions.size >= this.#options.maxSubscriptions) {
+      this.#refuse({ code: 'TOO_MANY_SUBSCRIPTIONS', message: `at most ${this.#options.maxSubscriptions} subscriptions per connection`, id })
+      return
+    }
+    if (!await this.#allowed(pattern)) {
+      this.#refuse({ code: 'FORBIDDEN', message: `not allowed to subscribe to ${pattern}`, id })
+      return
+    }
+    if (this.#closing) return
+    this.subscriptions.add(pattern)
+    try {
+      await this.#host.subscribe(this, pattern)
+    } catch (err) {
+      this.subscriptions.delete(pattern)
+      this.#host.unsubscribe(this, pattern)
+      throw err
+    }
+    // History is not kept, so a resume point can never be honoured (PROTOCOL.md section 6).
+    this.#write(since === undefined ? { op: 'ok', id } : { op: 'ok', id, recovered: false })
+  }
+
+  async #allowed (pattern: string): Promise<boolean> {
+    try {
+      return await this.#options.authorize(this.#user, pattern, this.request) === true
+    } catch (err) {
+      this.#host.log.error({ err, session: this.session, pattern }, 'event socket authorize hook threw; refusing')
+      return false
+    }
+  }
+
+  async #refresh (id: number, token: string): Promise<void> {
+    let user: EventSocketUser
+    try {
+      user = await this.#host.verify(token)
+    } catch (err) {
+      this.#refuse({ code: 'BAD_TOKEN', message: (err as Error).message, id })
+      return
+    }
+    if (user.sub !== this.#user.sub) {
+      this.#refuse({ code: 'BAD_TOKEN', message: 'the new token is for another user', id })
+      return
+    }
+    if (this.#closing) return
+    this.#user = user
+    // New claims may take rights away: end the subscriptions they no longer allow.
+    for (const pattern of [...this.subscriptions]) {
+      if (await this.#allowed(pattern)) continue
+      if (this.subscriptions.delete(pattern)) this.#host.unsubscribe(this, pattern)
+      this.#refuse({ code: 'FORBIDDEN', message: `subscription ${pattern} ended: no longer allowed`, topic: pattern })
+    }
+    this.#armExpiry()
+    this.#write({ op: 'ok', id, expiresAt: expiresAt(user) })
+  }
+
+  #refuse (problem: RequestProblem & { topic?: string }): void {
+    const message: Record<string, unknown> = { op: 'error', code: problem.code, message: problem.message }
+    if (problem.id !== undefined) message.id = problem.id
+    if (problem.topic !== undefined) message.topic = problem.topic
+    this.#write(message)
+    if (BAD_FRAME_CODES.has(problem.code)) this.#countBadFrame()
+  }
+
+  #countBadFrame (): void {
+    const now = Date.now()
+    if (now - this.#badFramesSince > this.#options.badFrameWindowMs) {
+      this.#badFrames = 0
+      this.#badFramesSince = now
+    }
+    if (++this.#badFrames >= this.#options.maxBadFrames) this.close(CloseCode.TooManyBadFrames, 'too many bad frames')
+  }
+
+  /** Token bucket: `rateLimit` frames a second, bursts up to `rateBurst`. */
+  #withinRate (): boolean {
+    const now = Date.now()
+    const { rateLimit, rateBurst } = this.#options
+    this.#rateTokens = Math.min(rateBurst, this.#rateTokens + (now - this.#rateCheckedAt) * rateLimit / 1000)
+    this.#rateCheckedAt = now
+    if (this.#rateTokens < 1) return false
+    this.#rateTokens--
+    return true
+  }
+
+  #armExpiry (): void {
+    this.#cancelExpiry()
+    const at = expiresAt(this.#user)
+    if (at === null) return
+    this.#expiringDeadline = new Deadline(at - this.#options.expiryNoticeMs, () => this.#write({ op: 'expiring', expiresAt: at }))
+    this.#expiryDeadline = new Deadline(at, () => this.close(CloseCode.TokenExpired, 'token expired'))
+  }
+
+  #cancelExpiry (): void {
+    this.#expiringDeadline?.cancel()
+    this.#expiryDeadline?.cancel()
+  }
+
+  #dispose (): void {
+    this.#closing = true
+    this.#cancelExpiry()
+    clearTimeout(this.#graceTimer)
+    this.#clearPending()
+    this.#host.closed(this, this.#slow)
+  }
+}
+
+/** A timeout that fires at the epoch-ms `at`, however far away (re-armed past setTimeout's limit). */
+class Deadline {
+  #timer: NodeJS.Timeout
+
+  constructor (at: number, fire: () => void) {
+    const arm = (): NodeJS.Timeout => {
+      const delay = at - Date.now()
+      return delay > MAX_TIMER_MS
+        ? setTimeout(() => { this.#timer = arm() }, MAX_TIMER_MS)
+        : setTimeout(fire, Math.max(0, delay))
+    }
+    this.#timer = arm()
+  }
+
+  cancel (): void {
+    clearTimeout(this.#timer)
+  }
+}

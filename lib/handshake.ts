@@ -1,0 +1,120 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import {
+  BusyError, ForbiddenOriginError, HandshakeRateLimitedError, NoTokenError, UnsupportedProtocolError
+} from './errors.js'
+import { BEARER_PREFIX, subprotocols, type Format } from './codec.js'
+import { verifyToken } from './tokens.js'
+import type { EventSocketUser, ResolvedOptions } from './options.js'
+
+// PROTOCOL.md section 1: everything about admission happens here, in a route
+// hook that runs before @fastify/websocket upgrades the socket, so every
+// refusal is a plain HTTP response with a status and a stable code.
+
+export interface Admission {
+  user: EventSocketUser
+  format: Format
+}
+
+export interface HandshakeDeps {
+  options: ResolvedOptions
+  /** Open connections of this instance, for the connection cap. */
+  connectionCount: () => number
+}
+
+const admissions = new WeakMap<FastifyRequest, Admission>()
+
+/** What the handshake decided for an upgraded request. */
+export function admissionOf (request: FastifyRequest): Admission | undefined {
+  return admissions.get(request)
+}
+
+export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount }: HandshakeDeps) {
+  const limiter = options.handshakesPerMinute > 0 ? new FixedWindowLimiter(options.handshakesPerMinute, 60_000) : undefined
+
+  return async function handshake (request: FastifyRequest): Promise<void> {
+    // Plain HTTP requests fall through to the route's 426 handler.
+    if (!request.ws) return
+    if (limiter !== undefined && !limiter.take(request.ip)) throw new HandshakeRateLimitedError()
+    if (connectionCount() >= options.maxConnections) throw new BusyError()
+    checkOrigin(request, options)
+
+    const offered = parseProtocols(request.headers['sec-websocket-protocol'])
+    const { format, token: protocolToken } = negotiate(offered)
+    const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryToken(request) : undefined)
+    if (token === undefined) throw new NoTokenError()
+    const user = await verifyToken(fastify, token)
+
+    // ws answers with the first offered subprotocol; leave it only the chosen
+    // format, so the bearer token is never echoed back in the response.
+    if (offered.length > 0) request.raw.headers['sec-websocket-protocol'] = formatProtocol(format)
+    admissions.set(request, { user, format })
+  }
+}
+
+function checkOrigin (request: FastifyRequest, options: ResolvedOptions): void {
+  if (options.origins === undefined) return
+  const origin = request.headers.origin
+  if (origin === undefined && options.allowMissingOrigin) return
+  if (!options.origins(origin)) throw new ForbiddenOriginError(origin ?? '(none)')
+}
+
+function parseProtocols (header: string | undefined): string[] {
+  if (header === undefined) return []
+  return header.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0)
+}
+
+/**
+ * The first offered format wins; a client offering no subprotocol at all gets JSON.
+ * One that offers only a bearer entry is refused too: the response must name
+ * one of the offered subprotocols, and the token is never echoed.
+ */
+function negotiate (offered: string[]): { format: Format, token: string | undefined } {
+  let format: Format | undefined
+  let token: string | undefined
+  for (const entry of offered) {
+    if (entry.startsWith(BEARER_PREFIX)) token ??= entry.slice(BEARER_PREFIX.length)
+    else format ??= subprotocols[entry]
+  }
+  if (format === undefined && offered.length > 0) throw new UnsupportedProtocolError()
+  return { format: format ?? 'json', token }
+}
+
+function formatProtocol (format: Format): string {
+  return format === 'json' ? 'evsock.v1.json' : 'evsock.v1.msgpack'
+}
+
+function headerToken (request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization
+  if (header === undefined) return undefined
+  const match = /^Bearer +(\S+)\s*$/i.exec(header)
+  return match?.[1]
+}
+
+function queryToken (request: FastifyRequest): string | undefined {
+  const value = (request.query as Record<string, unknown> | undefined)?.access_token
+  return typeof value === 'string' && value.length > 0 ? value : undefined
+}
+
+/** Counts attempts per key in fixed windows; the map is emptied at each window, so idle keys cost nothing. */
+class FixedWindowLimiter {
+  #counts = new Map<string, number>()
+  #windowEndsAt = 0
+  readonly #limit: number
+  readonly #windowMs: number
+
+  constructor (limit: number, windowMs: number) {
+    this.#limit = limit
+    this.#windowMs = windowMs
+  }
+
+  take (key: string): boolean {
+    const now = Date.now()
+    if (now >= this.#windowEndsAt) {
+      this.#counts.clear()
+      this.#windowEndsAt = now + this.#windowMs
+    }
+    const count = (this.#counts.get(key) ?? 0) + 1
+    this.#counts.set(key, count)
+    return count <= this.#limit
+  }
+}

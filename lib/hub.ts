@@ -1,0 +1,180 @@
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { WebSocket } from 'ws'
+import { BindingQueue } from './bindings.js'
+import { CloseCode } from './close-codes.js'
+import { OutboundEvent } from './codec.js'
+import { Connection, type ConnectionHost } from './connection.js'
+import { TopicIndex } from './topic-index.js'
+import type { Admission } from './handshake.js'
+import type { Bus, BusHealth, BusMessage } from './bus/types.js'
+import type { EventSocketUser, ResolvedOptions } from './options.js'
+
+export interface EventSocketStats {
+  /** Open connections. */
+  connections: number
+  /** Subscriptions held, summed over connections. */
+  subscriptions: number
+  /** Distinct patterns bound to the bus. */
+  patterns: number
+  /** Events this instance published. */
+  eventsPublished: number
+  /** Events the bus delivered to this instance. */
+  eventsIn: number
+  /** Event frames written to sockets. */
+  eventsOut: number
+  /** Events waiting behind full windows, summed over connections. */
+  pending: number
+  /** Connections closed with 4008. */
+  slowConsumerCloses: number
+  broker: BusHealth
+}
+
+export interface EventSocketHealth {
+  /** 'ok' when the bus is up; 'degraded' while it reconnects; 'down' when it is unusable. */
+  status: 'ok' | 'degraded' | 'down'
+  connections: number
+  broker: BusHealth
+}
+
+/** All the connections of this instance, and the routing of bus events to them. */
+export class Hub implements ConnectionHost {
+  readonly options: ResolvedOptions
+  readonly log: FastifyBaseLogger
+  readonly #bus: Bus
+  readonly #verify: (token: string) => Promise<EventSocketUser>
+  readonly #connections = new Set<Connection>()
+  readonly #index = new TopicIndex<Connection>()
+  readonly #bindings: BindingQueue
+  readonly #heartbeat: NodeJS.Timeout
+  #corked: Connection[] = []
+  #closing = false
+  #allClosed: (() => void) | undefined
+  #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0 }
+
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: (token: string) => Promise<EventSocketUser>) {
+    this.options = options
+    this.log = log
+    this.#bus = bus
+    this.#verify = verify
+    this.#bindings = new BindingQueue(bus)
+    // One interval for every connection rather than a timer each.
+    this.#heartbeat = setInterval(() => {
+      for (const connection of this.#connections) connection.heartbeat()
+    }, options.heartbeatMs)
+    this.#heartbeat.unref()
+  }
+
+  get connectionCount (): number {
+    return this.#connections.size
+  }
+
+  accept (socket: WebSocket, request: FastifyRequest, { user, format }: Admission): void {
+    if (this.#closing) {
+      socket.close(CloseCode.GoingAway, 'server shutting down')
+      return
+    }
+    const connection = new Connection(this, socket, request, user, format)
+    this.#connections.add(connection)
+    request.log.debug({ session: connection.session, user: user.sub, format }, 'event socket opened')
+  }
+
+  /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
+  readonly deliver = (message: BusMessage): void => {
+    this.#counters.eventsIn++
+    const event = new OutboundEvent(message)
+    this.#index.match(message.topic, (connection) => connection.push(event))
+  }
+
+  published (): void {
+    this.#counters.eventsPublished++
+  }
+
+  async subscribe (connection: Connection, pattern: string): Promise<void> {
+    const first = this.#index.add(pattern, connection)
+    await (first ? this.#bindings.bind(pattern) : this.#bindings.settled(pattern))
+  }
+
+  unsubscribe (connection: Connection, pattern: string): void {
+    if (!this.#index.remove(pattern, connection)) return
+    this.#bindings.unbind(pattern).catch((err: unknown) => {
+      this.log.warn({ err, pattern }, 'event socket could not unbind a pattern')
+    })
+  }
+
+  verify (token: string): Promise<EventSocketUser> {
+    return this.#verify(token)
+  }
+
+  cork (connection: Connection): void {
+    // The frames a connection gets in one turn of the event loop leave in one
+    // write: cork its TCP socket now, uncork them all once the turn is over.
+    if (connection.corked) return
+    const tcp = rawSocket(connection.socket)
+    if (tcp === undefined) return
+    tcp.cork()
+    connection.corked = true
+    if (this.#corked.push(connection) === 1) setImmediate(this.#uncorkAll)
+  }
+
+  readonly #uncorkAll = (): void => {
+    const corked = this.#corked
+    this.#corked = []
+    for (const connection of corked) {
+      connection.corked = false
+      rawSocket(connection.socket)?.uncork()
+    }
+  }
+
+  sent (): void {
+    this.#counters.eventsOut++
+  }
+
+  closed (connection: Connection, slow: boolean): void {
+    if (slow) this.#counters.slowConsumerCloses++
+    for (const pattern of connection.subscriptions) this.unsubscribe(connection, pattern)
+    connection.subscriptions.clear()
+    this.#connections.delete(connection)
+    if (this.#connections.size === 0) this.#allClosed?.()
+  }
+
+  stats (): EventSocketStats {
+    let subscriptions = 0
+    let pending = 0
+    for (const connection of this.#connections) {
+      subscriptions += connection.subscriptions.size
+      pending += connection.pendingCount
+    }
+    return {
+      connections: this.#connections.size,
+      subscriptions,
+      patterns: this.#index.patternCount,
+      ...this.#counters,
+      pending,
+      broker: this.#bus.health()
+    }
+  }
+
+  health (): EventSocketHealth {
+    const broker = this.#bus.health()
+    const status = broker.state === 'up' ? 'ok' : broker.state === 'connecting' ? 'degraded' : 'down'
+    return { status, connections: this.#connections.size, broker }
+  }
+
+  /** Closes every connection with 1001 and resolves once all are gone. */
+  async close (): Promise<void> {
+    this.#closing = true
+    clearInterval(this.#heartbeat)
+    if (this.#connections.size > 0) {
+      const allClosed = new Promise<void>((resolve) => { this.#allClosed = resolve })
+      for (const connection of this.#connections) connection.close(CloseCode.GoingAway, 'server shutting down')
+      await allClosed
+    }
+    this.#uncorkAll()
+  }
+}
+
+// ws keeps its net.Socket private; corking it is the only way to coalesce
+// frames into one write without re-implementing ws's framing.
+function rawSocket (socket: WebSocket): { cork: () => void, uncork: () => void } | undefined {
+  return (socket as unknown as { _socket?: { cork: () => void, uncork: () => void } })._socket
+}

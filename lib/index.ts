@@ -1,0 +1,103 @@
+import fp from 'fastify-plugin'
+import fastifyJwt from '@fastify/jwt'
+import fastifyWebsocket from '@fastify/websocket'
+import type { FastifyInstance } from 'fastify'
+import { BadOptionError, UpgradeRequiredError } from './errors.js'
+import { admissionOf, createHandshakeHook } from './handshake.js'
+import { Hub, type EventSocketHealth, type EventSocketStats } from './hub.js'
+import { MemoryBus } from './bus/memory.js'
+import { resolveOptions, type EventSocketOptions, type ResolvedOptions } from './options.js'
+import { toBusMessage, type Publish } from './publish.js'
+import { verifyToken } from './tokens.js'
+import type { Bus } from './bus/types.js'
+
+export interface EventSocketApi {
+  stats (): EventSocketStats
+  health (): EventSocketHealth
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Publishes an event to every subscriber of a matching pattern, on every instance. Resolves once the bus has it durably. */
+    publish: Publish
+    eventSocket: EventSocketApi
+  }
+}
+
+async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOptions): Promise<void> {
+  const options = resolveOptions(userOptions)
+
+  if (!fastify.hasDecorator('jwt')) {
+    if (options.jwt === undefined) throw new BadOptionError('jwt', 'pass { secret } (or register @fastify/jwt before this plugin)')
+    await fastify.register(fastifyJwt, options.jwt)
+  }
+
+  const bus = await createBus(fastify, options)
+  const hub = new Hub(options, fastify.log, bus, (token) => verifyToken(fastify, token))
+
+  if (fastify.hasDecorator('websocketServer')) {
+    // The app registered @fastify/websocket itself; its own preClose runs first.
+    fastify.addHook('preClose', async () => { await hub.close() })
+  } else {
+    await fastify.register(fastifyWebsocket, {
+      options: {
+        maxPayload: options.maxMessageBytes,
+        perMessageDeflate: options.compression ? { threshold: 1024 } : false
+      },
+      preClose (done) {
+        hub.close().then(() => done(), done)
+      }
+    })
+  }
+
+  await bus.start(hub.deliver)
+
+  fastify.route({
+    method: 'GET',
+    url: options.path,
+    onRequest: createHandshakeHook(fastify, { options, connectionCount: () => hub.connectionCount }),
+    handler: async () => { throw new UpgradeRequiredError() },
+    wsHandler: (socket, request) => {
+      const admission = admissionOf(request)
+      // The onRequest hook admitted every request that reaches this handler.
+      if (admission === undefined) throw new Error('event socket upgraded without an admission')
+      hub.accept(socket, request, admission)
+    }
+  })
+
+  fastify.decorate('publish', async function publish (topic, data, publishOptions) {
+    const message = toBusMessage(topic, data, publishOptions, options.maxEventBytes)
+    await bus.publish(message)
+    hub.published()
+    return { id: message.id }
+  } satisfies Publish)
+
+  fastify.decorate('eventSocket', {
+    stats: () => hub.stats(),
+    health: () => hub.health()
+  } satisfies EventSocketApi)
+
+  fastify.addHook('onClose', async () => {
+    await hub.close()
+    await bus.close()
+  })
+}
+
+async function createBus (fastify: FastifyInstance, options: ResolvedOptions): Promise<Bus> {
+  if (options.broker.url === undefined) {
+    fastify.log.info('event socket: no broker url, using the in-process bus (one instance only)')
+    return new MemoryBus()
+  }
+  // Loaded only when a broker is configured, so the in-process default never loads amqplib.
+  const { createAmqpBus } = await import('./bus/amqp.js')
+  return createAmqpBus(options.broker, fastify.log)
+}
+
+export default fp(eventSocket, { fastify: '5.x', name: 'fastify-event-socket' })
+export { eventSocket }
+export * from './errors.js'
+export { defaultAuthorize } from './options.js'
+export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser } from './options.js'
+export type { EventSocketHealth, EventSocketStats } from './hub.js'
+export type { Publish, PublishOptions, PublishResult } from './publish.js'
+export type { Bus, BusHealth, BusMessage } from './bus/types.js'

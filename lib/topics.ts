@@ -1,0 +1,34 @@
+// Topic and pattern syntax of PROTOCOL.md section 3. A topic is 1 to 255 bytes
+// of dot-separated words; a pattern may also use the AMQP wildcards `*` (one
+// word) and `#` (zero or more words) as whole words.
+
+const WORD = /^[A-Za-z0-9_\-:@]+$/
+const MAX_TOPIC_BYTES = 255
+
+/** Returns why `topic` is not a valid concrete topic, or undefined when it is. */
+export function topicProblem (topic: unknown): string | undefined {
+  return check(topic, false)
+}
+
+/** Returns why `pattern` is not a valid subscription pattern, or undefined when it is. */
+export function patternProblem (pattern: unknown): string | undefined {
+  return check(pattern, true)
+}
+
+function check (value: unknown, wildcards: boolean): string | undefined {
+  if (typeof value !== 'string') return 'must be a string'
+  if (value.length === 0) return 'must not be empty'
+  // Words are ASCII, so a string of valid words has as many bytes as characters;
+  // a longer string is refused before any splitting.
+  if (value.length > MAX_TOPIC_BYTES) return `must be at most ${MAX_TOPIC_BYTES} bytes`
+  for (const word of value.split('.')) {
+    if (word === '*' || word === '#') {
+      if (!wildcards) return 'must not contain wildcards (* or #)'
+    } else if (!WORD.test(word)) {
+      return word.length === 0
+        ? 'must not have empty words'
+        : `word ${JSON.stringify(word)} may only hold A-Z a-z 0-9 _ - : @`
+    }
+  }
+  return undefined
+}
