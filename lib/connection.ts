@@ -20,7 +20,9 @@ export interface ConnectionHost {
   cork (connection: Connection): void
   /** A frame was written (for stats). */
   sent (): void
-  closed (connection: Connection, slow: boolean): void
+  /** A slow consumer is being closed (for stats). */
+  slowConsumerClosed (): void
+  closed (connection: Connection): void
 }
 
 // setTimeout cannot wait longer than this; later deadlines are re-armed.
@@ -65,7 +67,6 @@ export class Connection implements Subscriber {
   #expiryDeadline: Deadline | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #closing = false
-  #slow = false
 
   constructor (host: ConnectionHost, socket: WebSocket, request: FastifyRequest, user: EventSocketUser, format: Format) {
     this.#host = host
@@ -165,7 +166,7 @@ export class Connection implements Subscriber {
 
   #slowConsumer (why: string): void {
     this.#host.log.warn({ session: this.session, user: this.#user.sub, pending: this.pendingCount }, `event socket is a slow consumer: ${why}`)
-    this.#slow = true
+    this.#host.slowConsumerClosed()
     this.close(CloseCode.SlowConsumer, 'slow consumer')
   }
 
@@ -337,7 +338,7 @@ export class Connection implements Subscriber {
     this.#cancelExpiry()
     clearTimeout(this.#graceTimer)
     this.#clearPending()
-    this.#host.closed(this, this.#slow)
+    this.#host.closed(this)
   }
 }
 

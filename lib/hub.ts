@@ -129,8 +129,11 @@ export class Hub implements ConnectionHost {
     this.#counters.eventsOut++
   }
 
-  closed (connection: Connection, slow: boolean): void {
-    if (slow) this.#counters.slowConsumerCloses++
+  slowConsumerClosed (): void {
+    this.#counters.slowConsumerCloses++
+  }
+
+  closed (connection: Connection): void {
     for (const pattern of connection.subscriptions) this.unsubscribe(connection, pattern)
     connection.subscriptions.clear()
     this.#connections.delete(connection)

@@ -1,0 +1,83 @@
+import t from 'tap'
+import WebSocket from 'ws'
+import { delay, openClient, startServer } from './helpers/server.js'
+
+t.test('expiring arrives ahead of exp, and the socket closes with 4001 at exp', async (t) => {
+  const server = await startServer(t, { expiryNoticeMs: 1000 })
+  const client = await openClient(t, server, { token: server.sign({ sub: 'u1' }, { expiresIn: 2 }) })
+  const hello = client.messages[0]!
+  const expiring = await client.next((m) => m.op === 'expiring', { timeout: 3000 })
+  t.equal(expiring.expiresAt, hello.expiresAt)
+  t.ok(Date.now() < hello.expiresAt, 'the notice comes before exp')
+  const { code } = await client.closed
+  t.equal(code, 4001)
+  t.ok(Date.now() >= hello.expiresAt - 50, 'closed at exp')
+})
+
+t.test('an auth refresh keeps the socket open past the old expiry', async (t) => {
+  const server = await startServer(t, { expiryNoticeMs: 1000 })
+  const client = await openClient(t, server, { token: server.sign({ sub: 'u1', role: 'admin' }, { expiresIn: 2 }) })
+  await client.subscribe('k.*')
+  const oldExpiry = client.messages[0]!.expiresAt as number
+  await client.next((m) => m.op === 'expiring', { timeout: 3000 })
+  client.send({ op: 'auth', id: 50, token: server.sign({ sub: 'u1', role: 'admin' }, { expiresIn: 60 }) })
+  const ok = await client.next((m) => m.id === 50)
+  t.equal(ok.op, 'ok')
+  t.ok(ok.expiresAt > oldExpiry)
+  await delay(oldExpiry - Date.now() + 300)
+  t.equal(client.ws.readyState, WebSocket.OPEN, 'still open past the old exp')
+  await server.app.publish('k.x', 1)
+  t.equal((await client.next((m) => m.op === 'event')).data, 1)
+})
+
+t.test('auth with a bad token, or another user\'s token, is BAD_TOKEN and changes nothing', async (t) => {
+  const server = await startServer(t)
+  const client = await openClient(t, server)
+  client.send({ op: 'auth', id: 1, token: 'garbage' })
+  t.equal((await client.next((m) => m.id === 1)).code, 'BAD_TOKEN')
+  client.send({ op: 'auth', id: 2, token: server.sign({ sub: 'someone-else' }) })
+  const other = await client.next((m) => m.id === 2)
+  t.equal(other.code, 'BAD_TOKEN')
+  t.match(other.message, /another user/)
+  client.send({ op: 'auth', id: 3, token: server.sign({ sub: 'u1' }, { expiresIn: -10 }) })
+  t.equal((await client.next((m) => m.id === 3)).code, 'BAD_TOKEN')
+  t.equal(client.ws.readyState, WebSocket.OPEN)
+})
+
+t.test('a refresh whose claims no longer allow a subscription ends it, naming it, and keeps the rest', async (t) => {
+  const server = await startServer(t)
+  const client = await openClient(t, server, { sub: '7', role: 'admin' })
+  await client.subscribe('user.7.inbox')
+  await client.subscribe('orders.*')
+  client.send({ op: 'auth', id: 9, token: server.sign({ sub: '7', role: 'user' }) })
+  const ended = await client.next((m) => m.op === 'error' && m.topic === 'orders.*')
+  t.equal(ended.code, 'FORBIDDEN')
+  t.equal((await client.next((m) => m.id === 9)).op, 'ok')
+  await server.app.publish('orders.created', 1)
+  await server.app.publish('user.7.inbox', 2)
+  await client.next((m) => m.op === 'event')
+  await delay(50)
+  t.same(client.events().map((e) => e.topic), ['user.7.inbox'])
+})
+
+t.test('a connection that does not answer pings is terminated after a heartbeat', async (t) => {
+  const server = await startServer(t, { heartbeatMs: 200 })
+  const client = await openClient(t, server)
+  // ws answers pings automatically; pausing the socket stops it from reading them.
+  const answering = await openClient(t, server, { sub: 'u2' })
+  client.ws.pause()
+  await delay(700)
+  t.equal(server.app.eventSocket.stats().connections, 1, 'the silent one is gone')
+  t.equal(answering.ws.readyState, WebSocket.OPEN, 'the answering one stays')
+})
+
+t.test('app.close() closes every socket with 1001 and the process keeps no handle', async (t) => {
+  const server = await startServer(t)
+  const clients = await Promise.all([1, 2, 3].map((n) => openClient(t, server, { sub: `u${n}` })))
+  for (const client of clients) await client.subscribe('x')
+  const started = Date.now()
+  await server.app.close()
+  for (const client of clients) t.equal((await client.closed).code, 1001)
+  t.ok(Date.now() - started < 1500, 'closed promptly')
+  await t.rejects(server.app.publish('x', 1), { code: 'FST_EVSOCK_CLOSED' })
+})

@@ -1,0 +1,91 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import eventSocket from '../lib/index.js'
+import { delay, openClient, startServer, SECRET } from './helpers/server.js'
+
+t.test('publish resolves with the event id, which subscribers see', async (t) => {
+  const server = await startServer(t)
+  const client = await openClient(t, server)
+  await client.subscribe('p.*')
+  const { id } = await server.app.publish('p.one', { a: 1 })
+  t.type(id, 'string')
+  t.equal((await client.next((m) => m.op === 'event')).id, id)
+  const custom = await server.app.publish('p.two', null, { id: 'order-42-created' })
+  t.equal(custom.id, 'order-42-created')
+  t.equal((await client.next((m) => m.op === 'event' && m.seq === 2)).id, 'order-42-created')
+})
+
+t.test('publish refuses wildcard and malformed topics with FST_EVSOCK_BAD_TOPIC', async (t) => {
+  const server = await startServer(t)
+  for (const topic of ['orders.*', 'orders.#', '', 'a..b', 'bad topic', 'x'.repeat(300)]) {
+    await t.rejects(server.app.publish(topic, 1), { code: 'FST_EVSOCK_BAD_TOPIC', statusCode: 400 }, JSON.stringify(topic).slice(0, 20))
+  }
+  await t.rejects(server.app.publish(42 as unknown as string, 1), { code: 'FST_EVSOCK_BAD_TOPIC' })
+})
+
+t.test('publish refuses events over maxEventBytes with FST_EVSOCK_PAYLOAD_TOO_LARGE', async (t) => {
+  const server = await startServer(t)
+  await t.rejects(server.app.publish('big', 'x'.repeat(200 * 1024)), { code: 'FST_EVSOCK_PAYLOAD_TOO_LARGE', statusCode: 413 })
+  await t.resolves(server.app.publish('big', 'x'.repeat(200 * 1024 - 200)), 'just under the default 200 KB passes')
+  const small = await startServer(t, { maxEventBytes: 1000 })
+  await t.rejects(small.app.publish('big', 'x'.repeat(1000)), { code: 'FST_EVSOCK_PAYLOAD_TOO_LARGE' })
+})
+
+t.test('publish refuses data without a JSON form with FST_EVSOCK_NOT_SERIALIZABLE', async (t) => {
+  const server = await startServer(t)
+  const circular: Record<string, unknown> = {}
+  circular.self = circular
+  await t.rejects(server.app.publish('x', circular), { code: 'FST_EVSOCK_NOT_SERIALIZABLE' })
+  await t.rejects(server.app.publish('x', undefined), { code: 'FST_EVSOCK_NOT_SERIALIZABLE' })
+  await t.rejects(server.app.publish('x', 10n), { code: 'FST_EVSOCK_NOT_SERIALIZABLE' })
+})
+
+t.test('an event nobody subscribes to is not delivered anywhere', async (t) => {
+  const server = await startServer(t)
+  const client = await openClient(t, server)
+  await client.subscribe('wanted.*')
+  await server.app.publish('unwanted.x', 1)
+  await delay(30)
+  t.equal(client.events().length, 0)
+  t.equal(server.app.eventSocket.stats().eventsIn, 0, 'the bus did not route it to this instance')
+  t.equal(server.app.eventSocket.stats().eventsPublished, 1)
+})
+
+t.test('stats and health describe the instance', async (t) => {
+  const server = await startServer(t)
+  const a = await openClient(t, server)
+  const b = await openClient(t, server, { sub: 'u2' })
+  await a.subscribe('s.*')
+  await a.subscribe('t.*')
+  await b.subscribe('s.*')
+  await server.app.publish('s.x', 1)
+  await b.next((m) => m.op === 'event')
+  await a.next((m) => m.op === 'event')
+  t.match(server.app.eventSocket.stats(), {
+    connections: 2, subscriptions: 3, patterns: 2, eventsPublished: 1, eventsIn: 1, eventsOut: 2, pending: 0, slowConsumerCloses: 0, broker: { kind: 'memory', state: 'up' }
+  })
+  t.match(server.app.eventSocket.health(), { status: 'ok', connections: 2, broker: { kind: 'memory', state: 'up' } })
+})
+
+t.test('options are validated with FST_EVSOCK_BAD_OPTION', async (t) => {
+  for (const options of [{ window: 0 }, { path: 'events' }, { maxEventBytes: -1 }, { broker: { url: 'http://x' } }, { origins: 'x' }]) {
+    const app = Fastify()
+    await t.rejects(app.register(eventSocket, { jwt: { secret: SECRET }, ...options } as never).ready(), { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))
+    await app.close()
+  }
+  const app = Fastify()
+  await t.rejects(app.register(eventSocket, {}).ready(), { code: 'FST_EVSOCK_BAD_OPTION', message: /jwt/ })
+  await app.close()
+})
+
+t.test('an @fastify/jwt the app registered is reused', async (t) => {
+  const app = Fastify()
+  await app.register((await import('@fastify/jwt')).default, { secret: 'app-own-secret-that-is-long-enough' })
+  await app.register(eventSocket)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as { port: number }).port
+  const server = { app, port, url: `ws://127.0.0.1:${port}/events`, sign: (c: Record<string, unknown>) => app.jwt.sign(c) }
+  const client = await openClient(t, server, { sub: 'reuse' })
+  t.equal(client.messages[0]!.user, 'reuse')
+})

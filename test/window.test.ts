@@ -1,0 +1,70 @@
+import t from 'tap'
+import { delay, openClient, startServer } from './helpers/server.js'
+
+t.test('a client that never acks receives exactly `window` events, and more after it acks', async (t) => {
+  const server = await startServer(t, { window: 4 })
+  const client = await openClient(t, server)
+  await client.subscribe('w.*')
+  for (let i = 1; i <= 10; i++) await server.app.publish('w.e', i)
+  await client.next(() => client.events().length === 4)
+  await delay(100)
+  t.same(client.events().map((e) => e.seq), [1, 2, 3, 4], 'stops at the window')
+  t.equal(server.app.eventSocket.stats().pending, 6)
+  client.send({ op: 'ack', seq: 2 })
+  await client.next(() => client.events().length === 6)
+  await delay(50)
+  t.equal(client.events().length, 6, 'two acked, two more sent')
+  client.send({ op: 'ack', seq: 6 })
+  await client.next(() => client.events().length === 10)
+  t.same(client.events().map((e) => e.data), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'in order, none lost')
+  t.equal(server.app.eventSocket.stats().pending, 0)
+})
+
+t.test('an ack below the last ack is ignored; an ack above the last sent seq is BAD_ACK', async (t) => {
+  const server = await startServer(t, { window: 2 })
+  const client = await openClient(t, server)
+  await client.subscribe('w.*')
+  for (let i = 1; i <= 4; i++) await server.app.publish('w.e', i)
+  await client.next(() => client.events().length === 2)
+  client.send({ op: 'ack', seq: 2 })
+  await client.next(() => client.events().length === 4)
+  client.send({ op: 'ack', seq: 1 })
+  client.send({ op: 'ack', seq: 5 })
+  const error = await client.next((m) => m.op === 'error')
+  t.equal(error.code, 'BAD_ACK')
+  t.equal(client.messages.filter((m) => m.op === 'error').length, 1, 'the stale ack got no answer')
+})
+
+t.test('a pending queue overflowing by count closes the slow consumer with 4008, and others keep receiving', async (t) => {
+  const server = await startServer(t, { window: 2, maxPendingEvents: 5 })
+  const slow = await openClient(t, server, { sub: 'slow' })
+  const healthy = await openClient(t, server, { sub: 'healthy' })
+  await slow.subscribe('w.*')
+  await healthy.subscribe('w.*')
+  let acked = 0
+  healthy.ws.on('message', () => {
+    const last = healthy.events().at(-1)
+    if (last !== undefined && last.seq > acked) healthy.send({ op: 'ack', seq: (acked = last.seq) })
+  })
+  // Two at a time, letting the healthy client catch up and ack between bursts.
+  for (let i = 1; i <= 8; i += 2) {
+    await server.app.publish('w.e', i)
+    await server.app.publish('w.e', i + 1)
+    await healthy.next(() => healthy.events().length === i + 1)
+  }
+  const { code, reason } = await slow.closed
+  t.equal(code, 4008)
+  t.equal(reason, 'slow consumer')
+  await healthy.next(() => healthy.events().length === 8)
+  t.equal(server.app.eventSocket.stats().slowConsumerCloses, 1)
+  while (server.app.eventSocket.stats().connections > 1) await delay(10)
+  t.pass('the slow connection is released')
+})
+
+t.test('a pending queue overflowing by bytes closes with 4008', async (t) => {
+  const server = await startServer(t, { window: 1, maxPendingBytes: 3000 })
+  const client = await openClient(t, server)
+  await client.subscribe('w.*')
+  for (let i = 0; i < 5; i++) await server.app.publish('w.e', 'x'.repeat(1000))
+  t.equal((await client.closed).code, 4008)
+})
