@@ -1,0 +1,111 @@
+// A load-generator process: holds a slice of the run's client sockets, counts
+// what they receive, records latency, and plays the slow consumer or the
+// handshake storm on request. The orchestrator drives it over IPC.
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
+import { createSigner } from 'fast-jwt'
+import { Conn, type ConnSpec, type Proto } from './conn.js'
+import { serve } from '../lib/rpc.js'
+import { SECRET } from '../lib/config.js'
+import { summarize } from '../lib/hist.js'
+
+export interface ConnectArgs {
+  proto: Proto
+  /** Server ports; connection i goes to ports[i % ports.length], i counted across generators. */
+  ports: number[]
+  /** Global index of this generator's first connection (its user id) and how many it holds. */
+  offset: number
+  count: number
+  /** Topic or room, `{id}` replaced by the connection's user id; none: handshake only. */
+  topic?: string
+  compression?: boolean
+  ackEvery?: number
+}
+
+const sign = createSigner({ key: SECRET, expiresIn: 3_600_000 })
+/** Handshakes in flight while opening: the listen backlog takes a few hundred. */
+const OPENING_CONCURRENCY = 100
+
+let conns: Conn[] = []
+let histogram: RecordableHistogram | undefined
+
+function spec (args: ConnectArgs, index: number): ConnSpec {
+  const id = String(index)
+  return {
+    proto: args.proto,
+    port: args.ports[index % args.ports.length]!,
+    token: args.proto === 'ws' ? undefined : sign({ sub: id, role: 'admin' }),
+    topic: args.topic?.replace('{id}', id),
+    compression: args.compression,
+    ackEvery: args.ackEvery
+  }
+}
+
+/** Runs `task` for 0..count-1, at most `concurrency` at once, starting none after `deadline` (epoch ms). */
+async function pool (count: number, concurrency: number, task: (index: number) => Promise<void>, deadline = Infinity): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count && Date.now() < deadline) await task(next++)
+  }
+  await Promise.all(Array.from({ length: Math.min(count, concurrency) }, worker))
+}
+
+serve({
+  async connect (args: ConnectArgs) {
+    const opened: Conn[] = []
+    await pool(args.count, OPENING_CONCURRENCY, async (i) => {
+      const conn = new Conn(spec(args, args.offset + i))
+      await conn.open()
+      opened.push(conn)
+    })
+    conns = conns.concat(opened)
+  },
+
+  counts () {
+    let events = 0
+    let closed = 0
+    for (const conn of conns) {
+      events += conn.events
+      if (conn.closed) closed++
+    }
+    return { events, closed }
+  },
+
+  /** The first `fraction` of the connections stop reading. */
+  pause ({ fraction }: { fraction: number }) {
+    const paused = Math.ceil(conns.length * fraction)
+    for (const conn of conns.slice(0, paused)) conn.pause()
+    return paused
+  },
+
+  /** Starts recording latency on every connection still reading. */
+  recordLatency () {
+    histogram = createHistogram()
+    for (const conn of conns) conn.latency = histogram
+    return null
+  },
+
+  latency () {
+    for (const conn of conns) conn.latency = undefined
+    return histogram === undefined ? undefined : summarize(histogram)
+  },
+
+  /** Opens and resets connections back to back for `ms`, `concurrency` at a time: handshakes per second. */
+  async handshakes (args: ConnectArgs & { ms: number, concurrency: number }) {
+    let done = 0
+    let failed = 0
+    let firstError: string | undefined
+    const started = performance.now()
+    await pool(Infinity, args.concurrency, async (i) => {
+      const conn = new Conn(spec(args, args.offset + (i % args.count)))
+      await conn.open().then(() => done++, (err: Error) => { failed++; firstError ??= err.message })
+      conn.destroy()
+    }, Date.now() + args.ms)
+    return { done, failed, firstError, ms: performance.now() - started }
+  },
+
+  close () {
+    for (const conn of conns) conn.destroy()
+    conns = []
+    return null
+  }
+})

@@ -1,0 +1,129 @@
+// One peer under test: its server processes on the server core, the
+// generator processes holding its client sockets on the other core, and the
+// readings every scenario takes from them.
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Child } from './rpc.js'
+import { GENERATOR_CORE, SERVER_CORE, SOCKETS_PER_GENERATOR } from './config.js'
+import { worst, type LatencySummary } from './hist.js'
+import { PEERS, type PeerName } from './peers.js'
+import type { ConnectArgs } from '../gen/main.js'
+import type { PeerOptions } from '../server/peer.js'
+import type { DriveArgs } from '../server/main.js'
+
+const SERVER = new URL('../server/main.ts', import.meta.url)
+const GENERATOR = new URL('../gen/main.ts', import.meta.url)
+
+export interface Snapshot {
+  /** performance.now() when the readings came back, ms. */
+  at: number
+  /** Events received by every client so far. */
+  events: number
+  /** Clients whose connection is closed. */
+  closed: number
+  /** CPU time of all server processes so far, microseconds. */
+  cpu: number
+}
+
+export type ClientOptions = Pick<ConnectArgs, 'topic' | 'compression' | 'ackEvery'>
+
+const sum = (values: number[]): number => values.reduce((a, b) => a + b, 0)
+
+export class Deployment {
+  private generators: Child[] = []
+
+  private constructor (readonly name: PeerName, readonly servers: Child[], readonly ports: number[]) {}
+
+  static async start (name: PeerName, options: Omit<PeerOptions, 'instance'> = {}): Promise<Deployment> {
+    const spec = PEERS[name]
+    const servers = Array.from({ length: spec.instances }, (_, i) => new Child(`${name}#${i}`, SERVER, SERVER_CORE))
+    const ports = await Promise.all(servers.map((server, instance) =>
+      server.call<number>('start', { module: spec.module, options: { ...spec.options, ...options, instance } })))
+    return new Deployment(name, servers, ports)
+  }
+
+  get proto (): ConnectArgs['proto'] { return PEERS[this.name].proto }
+
+  /** Opens `count` more client connections, SOCKETS_PER_GENERATOR per generator process. */
+  async connect (count: number, options: ClientOptions = {}): Promise<void> {
+    const offset = this.generators.length * SOCKETS_PER_GENERATOR
+    const added = Array.from({ length: Math.ceil(count / SOCKETS_PER_GENERATOR) },
+      (_, i) => new Child(`${this.name} generator ${this.generators.length + i}`, GENERATOR, GENERATOR_CORE))
+    this.generators = this.generators.concat(added)
+    await Promise.all(added.map((generator, i) => generator.call('connect', {
+      ...options,
+      proto: this.proto,
+      ports: this.ports,
+      offset: offset + i * SOCKETS_PER_GENERATOR,
+      count: Math.min(SOCKETS_PER_GENERATOR, count - i * SOCKETS_PER_GENERATOR)
+    } satisfies ConnectArgs)))
+  }
+
+  /** A generator process of its own, for calls that open their own sockets (handshakes). */
+  generator (): Child {
+    const generator = new Child(`${this.name} generator`, GENERATOR, GENERATOR_CORE)
+    this.generators.push(generator)
+    return generator
+  }
+
+  async snapshot (): Promise<Snapshot> {
+    const [counts, cpu] = await Promise.all([
+      Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number }>('counts'))),
+      Promise.all(this.servers.map((s) => s.call<number>('cpu')))
+    ])
+    return { at: performance.now(), events: sum(counts.map((c) => c.events)), closed: sum(counts.map((c) => c.closed)), cpu: sum(cpu) }
+  }
+
+  drive (args: DriveArgs): Promise<void> { return this.servers[0]!.call('drive', args) }
+
+  /** Stops publishing and waits until the clients have received all that is on its way. */
+  async halt (): Promise<number> {
+    const published = await this.servers[0]!.call<number>('halt')
+    let last = -1
+    for (let quiet = 0; quiet < 3;) {
+      await sleep(50)
+      const { events } = await this.snapshot()
+      quiet = events === last ? quiet + 1 : 0
+      last = events
+    }
+    return published
+  }
+
+  stats (): Promise<Array<Record<string, number>>> {
+    return Promise.all(this.servers.map((s) => s.call<Record<string, number>>('stats')))
+  }
+
+  memory (): Promise<Array<{ heap: number, rss: number }>> {
+    return Promise.all(this.servers.map((s) => s.call<{ heap: number, rss: number }>('memory')))
+  }
+
+  /** The first `fraction` of each generator's clients stop reading. */
+  async pause (fraction: number): Promise<number> {
+    return sum(await Promise.all(this.generators.map((g) => g.call<number>('pause', { fraction }))))
+  }
+
+  async recordLatency (): Promise<void> {
+    await Promise.all(this.generators.map((g) => g.call('recordLatency')))
+  }
+
+  async latency (): Promise<LatencySummary> {
+    return worst(await Promise.all(this.generators.map((g) => g.call<LatencySummary>('latency'))))
+  }
+
+  async stop (): Promise<void> {
+    await Promise.all(this.generators.map((g) => g.stop()))
+    await Promise.all(this.servers.map(async (s) => {
+      await s.call('stop').catch(() => undefined)
+      await s.stop()
+    }))
+  }
+}
+
+/** Starts `name`, runs `body`, and stops it whatever happens. */
+export async function withPeer<T> (name: PeerName, options: Omit<PeerOptions, 'instance'>, body: (d: Deployment) => Promise<T>): Promise<T> {
+  const deployment = await Deployment.start(name, options)
+  try {
+    return await body(deployment)
+  } finally {
+    await deployment.stop()
+  }
+}

@@ -1,0 +1,27 @@
+// A throughput point: publish as fast as the peer takes it, read the clients'
+// counters and the servers' CPU around a measurement window after a warm-up.
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Deployment } from './deploy.js'
+import type { BenchArgs } from './args.js'
+import type { DriveArgs } from '../server/main.js'
+
+export interface Throughput {
+  /** Frames received by all clients per second. */
+  framesPerSec: number
+  /** CPU time of the server processes per frame received, microseconds. */
+  cpuPerFrame: number
+}
+
+export async function throughput (deployment: Deployment, drive: DriveArgs, args: BenchArgs): Promise<Throughput> {
+  await deployment.drive(drive)
+  await sleep(args.warmup * 1000)
+  const before = await deployment.snapshot()
+  await sleep(args.seconds * 1000)
+  const after = await deployment.snapshot()
+  await deployment.halt()
+  const frames = after.events - before.events
+  return {
+    framesPerSec: frames / ((after.at - before.at) / 1000),
+    cpuPerFrame: frames === 0 ? NaN : (after.cpu - before.cpu) / frames
+  }
+}

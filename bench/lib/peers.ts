@@ -1,0 +1,32 @@
+// The servers under test, by the name the results use.
+import type { Proto } from '../gen/conn.js'
+import type { PeerOptions } from '../server/peer.js'
+import type { PeerModule } from '../server/main.js'
+
+export interface PeerSpec {
+  module: PeerModule
+  /** What the generators speak to it. */
+  proto: Proto
+  /** Server processes; with more than one, instance 0 publishes and connections are spread round-robin. */
+  instances: number
+  options: Omit<PeerOptions, 'instance'>
+}
+
+export const PEERS = {
+  'ws-naive': { module: 'ws', proto: 'ws', instances: 1, options: { mode: 'naive' } },
+  'ws-coalesced': { module: 'ws', proto: 'ws', instances: 1, options: { mode: 'coalesced' } },
+  'fastify-ws': { module: 'fastify-ws', proto: 'ws', instances: 1, options: {} },
+  'socket.io': { module: 'socketio', proto: 'sio', instances: 1, options: {} },
+  'socket.io-redis-x2': { module: 'socketio', proto: 'sio', instances: 2, options: { shared: true } },
+  'evsock-memory': { module: 'evsock', proto: 'evsock', instances: 1, options: {} },
+  'evsock-amqp-x2': { module: 'evsock', proto: 'evsock', instances: 2, options: { shared: true } }
+} as const satisfies Record<string, PeerSpec>
+
+export type PeerName = keyof typeof PEERS
+
+export function peerNames (list: string): PeerName[] {
+  return list.split(',').map((name) => {
+    if (!(name in PEERS)) throw new Error(`unknown peer ${name}; known: ${Object.keys(PEERS).join(', ')}`)
+    return name as PeerName
+  })
+}

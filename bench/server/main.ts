@@ -1,0 +1,111 @@
+// A server process: one instance of one peer, plus the driver that publishes
+// into it (instance 0 only), and its own CPU and memory readings, taken
+// inside the process so they are the server's alone.
+import { serve } from '../lib/rpc.js'
+import { eventData, nowNs } from '../lib/payload.js'
+import type { Peer, PeerOptions } from './peer.js'
+
+export type PeerModule = 'ws' | 'socketio' | 'evsock' | 'fastify-ws'
+
+export interface DriveArgs {
+  /** Events per tick, as fast as the peer takes them (throughput runs). */
+  burst?: number
+  /** Events per second at fixed intervals, whatever the peer does (open-loop latency runs). */
+  rate?: number
+  /** JSON size of each event's data. */
+  size: number
+  /** The topic, or with `users` the prefix of `<prefix>.<random user>`. */
+  topic: string
+  users?: number
+}
+
+let peer: Peer | undefined
+let driving = false
+let published = 0
+
+const started = (): Peer => {
+  if (peer === undefined) throw new Error('no peer started')
+  return peer
+}
+
+function topicOf (args: DriveArgs): string {
+  return args.users === undefined ? args.topic : `${args.topic}.${Math.floor(Math.random() * args.users)}`
+}
+
+function driveBursts (target: Peer, publish: NonNullable<Peer['publish']>, args: DriveArgs & { burst: number }): void {
+  const tick = (): void => {
+    if (!driving) return
+    // A peer with a backlog gets a millisecond, not a spinning loop that would bill its CPU.
+    if (target.busy()) {
+      setTimeout(tick, 1)
+      return
+    }
+    for (let i = 0; i < args.burst; i++) publish(topicOf(args), eventData(args.size))
+    published += args.burst
+    setImmediate(tick)
+  }
+  tick()
+}
+
+function driveRate (publish: NonNullable<Peer['publish']>, args: DriveArgs & { rate: number }): void {
+  const interval = 1e9 / args.rate
+  let due = nowNs()
+  const tick = (): void => {
+    if (!driving) return
+    // Each event is stamped with its intended time, so a stall shows as latency (no coordinated omission).
+    for (const now = nowNs(); due <= now; due += interval) {
+      publish(topicOf(args), eventData(args.size, Math.round(due)))
+      published++
+    }
+    setTimeout(tick, 1)
+  }
+  tick()
+}
+
+serve({
+  async start ({ module, options }: { module: PeerModule, options: PeerOptions }) {
+    const loaded = await import(`./peers/${module}.js`) as { start: (options: PeerOptions) => Promise<Peer> }
+    peer = await loaded.start(options)
+    return peer.port
+  },
+
+  drive (args: DriveArgs) {
+    const target = started()
+    const publish = target.publish
+    if (publish === undefined) throw new Error('this peer does not publish')
+    driving = true
+    published = 0
+    if (args.rate !== undefined) driveRate(publish, { ...args, rate: args.rate })
+    else driveBursts(target, publish, { ...args, burst: args.burst ?? 1 })
+    return null
+  },
+
+  halt () {
+    driving = false
+    return published
+  },
+
+  busy: () => started().busy(),
+
+  /** CPU time of this process so far, microseconds. */
+  cpu () {
+    const { user, system } = process.cpuUsage()
+    return user + system
+  },
+
+  /** Heap and RSS after full collections, bytes. */
+  memory () {
+    for (let i = 0; i < 3; i++) globalThis.gc?.()
+    const { heapUsed, rss } = process.memoryUsage()
+    return { heap: heapUsed, rss }
+  },
+
+  stats: () => started().stats(),
+
+  async stop () {
+    driving = false
+    await peer?.close()
+    peer = undefined
+    return null
+  }
+})

@@ -1,0 +1,52 @@
+// This plugin, configured for measurement: the limits that protect a
+// production server from abusive clients (handshake rate per address, frame
+// rate, heartbeat) are lifted, because every bench client comes from
+// 127.0.0.1 and acks at full speed; the data path is the shipped one.
+import Fastify from 'fastify'
+import eventSocket from '../../../lib/index.js'
+import { AMQP_URL, BENCH_EXCHANGE, SECRET } from '../../lib/config.js'
+import type { Peer, PeerOptions } from '../peer.js'
+
+/** Publishes awaiting the bus (RabbitMQ confirms) before the driver waits. */
+const MAX_IN_FLIGHT = 2000
+
+export async function start (options: PeerOptions): Promise<Peer> {
+  const app = Fastify()
+  const window = options.window ?? 64
+  await app.register(eventSocket, {
+    jwt: { secret: SECRET },
+    broker: options.shared === true ? { url: AMQP_URL, exchange: BENCH_EXCHANGE } : {},
+    window,
+    compression: options.compression === true,
+    maxConnections: 50_000,
+    handshakesPerMinute: 0,
+    rateLimit: 1_000_000,
+    rateBurst: 1_000_000,
+    heartbeatMs: 3_600_000,
+    ...(options.maxPending === undefined ? {} : { maxPendingEvents: options.maxPending })
+  })
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+
+  let inFlight = 0
+  let failed = 0
+  const settled = (): void => { inFlight-- }
+  // Past a quarter of the default pending bound per connection (events behind full windows) the driver waits.
+  const backlogged = (): boolean => {
+    const { connections, pending } = app.eventSocket.stats()
+    return pending > connections * 256
+  }
+
+  return {
+    port: Number(new URL(address).port),
+    publish: (topic, data) => {
+      inFlight++
+      app.publish(topic, data).then(settled, () => { settled(); failed++ })
+    },
+    busy: () => inFlight > MAX_IN_FLIGHT || backlogged(),
+    stats: () => {
+      const { eventsIn, eventsOut, pending, slowConsumerCloses } = app.eventSocket.stats()
+      return { consumed: eventsIn, eventsOut, pending, slowConsumerCloses, failed }
+    },
+    close: () => app.close()
+  }
+}

@@ -1,0 +1,52 @@
+// Bare `ws`, the ceilings: every event framed once, then either one write per
+// socket per event ('naive') or the frames of a tick written together per
+// socket ('coalesced'). Every socket gets every event; no seq, no window.
+import { createServer } from 'node:http'
+import type { Socket } from 'node:net'
+import { WebSocketServer } from 'ws'
+import { OP_TEXT, frame } from '../../lib/frames.js'
+import { backlogged, listen, trackSockets, type Peer, type PeerOptions } from '../peer.js'
+import type { EventData } from '../../lib/payload.js'
+
+export async function start (options: PeerOptions): Promise<Peer> {
+  const server = createServer()
+  const sockets = trackSockets(server)
+  const wss = new WebSocketServer({ server, perMessageDeflate: options.compression === true })
+  // The upgraded TCP sockets; written directly, as nothing else writes to them during a run.
+  const open = new Set<Socket>()
+  wss.on('connection', (ws, request) => {
+    open.add(request.socket)
+    ws.on('close', () => open.delete(request.socket))
+  })
+
+  const encode = (data: EventData): Buffer => frame(OP_TEXT, Buffer.from(JSON.stringify(data)), false)
+  let tick: Buffer[] = []
+  const flush = (): void => {
+    const frames = tick
+    tick = []
+    for (const socket of open) {
+      socket.cork()
+      for (const bytes of frames) socket.write(bytes)
+      socket.uncork()
+    }
+  }
+  const publish = options.mode === 'coalesced'
+    ? (_topic: string, data: EventData) => {
+        if (tick.push(encode(data)) === 1) process.nextTick(flush)
+      }
+    : (_topic: string, data: EventData) => {
+        const bytes = encode(data)
+        for (const socket of open) socket.write(bytes)
+      }
+
+  return {
+    port: await listen(server),
+    publish,
+    busy: () => backlogged(sockets),
+    stats: () => ({ connections: open.size }),
+    close: async () => {
+      for (const ws of wss.clients) ws.terminate()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  }
+}
