@@ -1,0 +1,176 @@
+import { createServer, type Server } from 'node:http'
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { pathToFileURL } from 'node:url'
+import Fastify, { type FastifyInstance } from 'fastify'
+import eventSocket, { defaultAuthorize, type Authorize, type EventSocketOptions } from '../lib/index.js'
+import { clientModules } from './client-module.js'
+import { loadPublicFiles } from './static.js'
+
+// The example app: a page that signs in, subscribes and shows a live feed,
+// the routes that publish to it, and a health endpoint on its own port.
+// `npm run example` runs it; the tests build it in-process with buildExample.
+
+export interface ExampleOptions {
+  /** HTTP and WebSocket port; 0 picks a free one. */
+  port: number
+  /** Port of the health endpoint; 0 picks a free one. Kept off the WebSocket port, so probes never share its limits. */
+  healthPort: number
+  host?: string
+  jwtSecret: string
+  /** RabbitMQ URL; without it the in-process bus (one instance only). */
+  amqpUrl?: string
+  logger?: boolean
+  /** Plugin options to override, for tests. */
+  eventSocket?: Omit<EventSocketOptions, 'jwt' | 'broker' | 'authorize'>
+}
+
+export interface Example {
+  app: FastifyInstance
+  port: number
+  healthPort: number
+  /** http://host:port of the page. */
+  url: string
+  close (): Promise<void>
+}
+
+/** Anyone signed in may follow orders; user topics stay private (the plugin's default rule). */
+const authorize: Authorize = (user, pattern, request) =>
+  pattern === 'orders' || pattern.startsWith('orders.') || defaultAuthorize(user, pattern, request)
+
+const userId = { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' } as const
+
+export async function buildExample (options: ExampleOptions): Promise<Example> {
+  const host = options.host ?? '127.0.0.1'
+  const app = Fastify({ logger: options.logger ?? false })
+  if (options.amqpUrl === undefined) {
+    app.log.info('broker: in-process bus (set AMQP_URL to run several instances on RabbitMQ)')
+  } else {
+    app.log.info({ broker: redact(options.amqpUrl) }, 'broker: RabbitMQ')
+  }
+
+  await app.register(eventSocket, {
+    ...options.eventSocket,
+    jwt: { secret: options.jwtSecret },
+    broker: { url: options.amqpUrl },
+    authorize
+  })
+
+  // DEMO ONLY, NOT FOR PRODUCTION: hands a token to anyone for any name. A real
+  // app issues tokens from its own login, after checking who the user is.
+  app.post('/demo/token', {
+    schema: { body: { type: 'object', required: ['user'], properties: { user: userId } } }
+  }, async (request) => {
+    const { user } = request.body as { user: string }
+    return { token: app.jwt.sign({ sub: user, role: 'user' }, { expiresIn: '5m' }) }
+  })
+
+  // Demo routes without authentication, to keep the example short; a real app
+  // would authenticate them like any other route.
+  app.post('/orders', {
+    schema: {
+      body: {
+        type: 'object',
+        properties: { item: { type: 'string', minLength: 1, maxLength: 100 }, quantity: { type: 'integer', minimum: 1, maximum: 1000 } }
+      }
+    }
+  }, async (request, reply) => {
+    const body = (request.body ?? {}) as { item?: string, quantity?: number }
+    const order = { id: randomUUID(), item: body.item ?? 'coffee', quantity: body.quantity ?? 1, createdAt: new Date().toISOString() }
+    await app.publish('orders.created', order)
+    return reply.code(201).send(order)
+  })
+
+  app.post('/users/:id/notify', {
+    schema: {
+      params: { type: 'object', properties: { id: userId } },
+      body: { type: 'object', required: ['message'], properties: { message: { type: 'string', minLength: 1, maxLength: 500 } } }
+    }
+  }, async (request, reply) => {
+    const { id } = request.params as { id: string }
+    const { message } = request.body as { message: string }
+    const { id: eventId } = await app.publish(`user.${id}.notifications`, { message, at: new Date().toISOString() })
+    return reply.code(202).send({ id: eventId })
+  })
+
+  const modules = await clientModules()
+  app.get('/client/:file', async (request, reply) => {
+    const source = modules.get((request.params as { file: string }).file)
+    if (source === undefined) return reply.callNotFound()
+    return reply.type('text/javascript; charset=utf-8').send(source)
+  })
+
+  const files = await loadPublicFiles()
+  app.get('/:file?', async (request, reply) => {
+    const file = files.get((request.params as { file?: string }).file ?? 'index.html')
+    if (file === undefined) return reply.callNotFound()
+    return reply.type(file.type).send(file.body)
+  })
+
+  // Hooks cannot be added once listening, so the health server comes first.
+  const health = await listenHealth(app, options.healthPort, host)
+  app.addHook('onClose', async () => { await closeServer(health) })
+  try {
+    await app.listen({ port: options.port, host })
+  } catch (error) {
+    await app.close()
+    throw error
+  }
+  const port = portOf(app.server)
+  return { app, port, healthPort: portOf(health), url: `http://${host}:${port}`, close: () => app.close() }
+}
+
+/** GET /health on its own port: 200 with the plugin's health while the broker is up, 503 otherwise. */
+async function listenHealth (app: FastifyInstance, port: number, host: string): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url !== '/health') {
+      response.writeHead(404).end()
+      return
+    }
+    const health = app.eventSocket.health()
+    response.writeHead(health.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' })
+    response.end(JSON.stringify(health))
+  })
+  server.listen(port, host)
+  await once(server, 'listening')
+  return server
+}
+
+async function closeServer (server: Server): Promise<void> {
+  await new Promise<void>((resolve, reject) => server.close((error) => error === undefined ? resolve() : reject(error)))
+}
+
+function portOf (server: Server): number {
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('server is not listening on TCP')
+  return address.port
+}
+
+function redact (url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password !== '') parsed.password = '***'
+  return parsed.href
+}
+
+const DEV_SECRET = 'dev-only-secret-do-not-use-in-production-0123456789'
+
+async function main (): Promise<void> {
+  const port = Number(process.env.PORT ?? 3000)
+  const example = await buildExample({
+    port,
+    healthPort: Number(process.env.HEALTH_PORT ?? port + 1),
+    host: process.env.HOST ?? '127.0.0.1',
+    jwtSecret: process.env.JWT_SECRET ?? DEV_SECRET,
+    amqpUrl: process.env.AMQP_URL,
+    logger: true
+  })
+  if (process.env.JWT_SECRET === undefined) {
+    example.app.log.warn('!!! JWT_SECRET is not set: tokens are signed with a PUBLIC development secret. NEVER run like this in production. !!!')
+  }
+  example.app.log.info(`open ${example.url}/ ; health on http://127.0.0.1:${example.healthPort}/health`)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => { example.close().then(() => process.exit(0), () => process.exit(1)) })
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) await main()
