@@ -1,0 +1,236 @@
+import t, { type Test } from 'tap'
+import { WebSocket } from 'ws'
+import { buildExample, type Example, type ExampleOptions } from '../example/server.js'
+import { connect, type ConnectOptions, type EventSocketClient, type ReceivedEvent } from '../lib/client/index.js'
+import type { EventSocketClientError } from '../lib/client/errors.js'
+
+// The client in Node (on `ws`) against a real listening server: the example
+// app, which registers the plugin and can be restarted on the same port.
+
+const SECRET = 'client-test-secret-at-least-32-characters'
+
+async function startExample (t: Test, options: Partial<ExampleOptions> = {}): Promise<Example> {
+  const example = await buildExample({ port: 0, healthPort: 0, jwtSecret: SECRET, ...options })
+  let closed = false
+  t.teardown(async () => { if (!closed) await example.close() })
+  const close = example.close
+  example.close = async () => { closed = true; await close() }
+  return example
+}
+
+function sign (example: Example, sub: string, expiresIn: string | number = '1h'): string {
+  return example.app.jwt.sign({ sub, role: 'user' }, { expiresIn })
+}
+
+function start (t: Test, example: Example, options: Partial<ConnectOptions>): EventSocketClient {
+  const client = connect({
+    url: `ws://127.0.0.1:${example.port}/events`,
+    WebSocket,
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+    ...options
+  })
+  t.teardown(() => client.close())
+  return client
+}
+
+/** Resolves once `condition` holds, polling; rejects after `timeout` ms. */
+async function until (condition: () => boolean, what: string, timeout = 5000): Promise<void> {
+  const deadline = Date.now() + timeout
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(10)
+  }
+}
+
+async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+async function nextError (client: EventSocketClient): Promise<EventSocketClientError> {
+  return await new Promise((resolve) => { const off = client.on('error', (error) => { off(); resolve(error) }) })
+}
+
+for (const format of ['json', 'msgpack'] as const) {
+  t.test(`receives events in ${format} and fans them out to every matching handler`, async (t) => {
+    const example = await startExample(t)
+    const client = start(t, example, { format, token: sign(example, 'alice') })
+    const orders: ReceivedEvent[] = []
+    const everything: ReceivedEvent[] = []
+    await client.subscribe('orders.*', (event) => { orders.push(event) }).ready
+    await client.subscribe('#', (event) => { everything.push(event) }).ready.then(
+      () => t.fail('the example must refuse "#" to a plain user'),
+      (error: EventSocketClientError) => t.equal(error.serverCode, 'FORBIDDEN')
+    )
+    await client.subscribe('user.alice.notifications', (event) => { everything.push(event) }).ready
+    await client.subscribe('user.alice.*', (event) => { everything.push(event) }).ready
+
+    const published = [await example.app.publish('orders.created', { n: 1, nested: { list: [1, 'two', null] } })]
+    published.push(await example.app.publish('orders.created', { n: 2 }))
+    await example.app.publish('orders.eu.created', { skipped: true })
+    await example.app.publish('user.alice.notifications', { message: 'hi' })
+    await until(() => orders.length === 2 && everything.length === 2, 'the events')
+
+    t.same(orders.map((event) => event.id), published.map((result) => result.id))
+    t.same(orders.map((event) => event.data), [{ n: 1, nested: { list: [1, 'two', null] } }, { n: 2 }])
+    t.equal(orders[0]?.topic, 'orders.created')
+    t.same(everything.map((event) => event.topic), ['user.alice.notifications', 'user.alice.notifications'], 'both matching patterns got it')
+    t.equal(example.app.eventSocket.stats().eventsOut, 3, 'the server sent each event once on the connection')
+  })
+}
+
+t.test('unsubscribe stops delivery once the last handler of a pattern leaves', async (t) => {
+  const example = await startExample(t)
+  const client = start(t, example, { token: sign(example, 'alice') })
+  const first: unknown[] = []
+  const second: unknown[] = []
+  const unsubscribeFirst = client.subscribe('orders.*', (event) => { first.push(event.data) })
+  const unsubscribeSecond = client.subscribe('orders.*', (event) => { second.push(event.data) })
+  await unsubscribeFirst.ready
+  t.equal(example.app.eventSocket.stats().subscriptions, 1, 'one server subscription for two handlers')
+
+  await unsubscribeFirst()
+  await example.app.publish('orders.created', 1)
+  await until(() => second.length === 1, 'the event for the remaining handler')
+  t.same(first, [], 'the removed handler is not called')
+
+  await unsubscribeSecond()
+  t.equal(example.app.eventSocket.stats().subscriptions, 0, 'the server confirmed the unsub')
+  await example.app.publish('orders.created', 2)
+  await sleep(150)
+  t.same(second, [1])
+  t.equal(example.app.eventSocket.stats().eventsOut, 1)
+})
+
+t.test('acks are batched and the window is respected', async (t) => {
+  const window = 8
+  const example = await startExample(t, { eventSocket: { window } })
+  const wire = { acks: [] as number[], received: 0, maxInFlight: 0 }
+  // `ws` with the frames counted on both sides.
+  class CountingWebSocket extends WebSocket {
+    constructor (url: string, protocols: string[]) {
+      super(url, protocols)
+      this.addEventListener('message', (event) => {
+        const message = JSON.parse(String(event.data)) as { op: string, seq?: number }
+        if (message.op !== 'event' || message.seq === undefined) return
+        wire.received = message.seq
+        wire.maxInFlight = Math.max(wire.maxInFlight, message.seq - (wire.acks.at(-1) ?? 0))
+      })
+    }
+
+    override send (data: string): void {
+      const message = JSON.parse(data) as { op: string, seq?: number }
+      if (message.op === 'ack' && message.seq !== undefined) wire.acks.push(message.seq)
+      super.send(data)
+    }
+  }
+  const client = start(t, example, { token: sign(example, 'alice'), WebSocket: CountingWebSocket, ackDelayMs: 30 })
+  const seen: number[] = []
+  // Async handlers: the window, not the handlers' speed, bounds what is in flight.
+  await client.subscribe('orders.*', async (event) => {
+    await sleep(1)
+    seen.push(event.data as number)
+  }).ready
+
+  const count = 40
+  await Promise.all(Array.from({ length: count }, (_, n) => example.app.publish('orders.created', n)))
+  await until(() => seen.length === count && wire.acks.at(-1) === count, 'every event processed and acked')
+
+  t.same(seen, Array.from({ length: count }, (_, n) => n), 'in order, none lost')
+  t.ok(wire.maxInFlight <= window, `never more than the window in flight (max ${wire.maxInFlight})`)
+  t.ok(wire.acks.length <= count / 2, `acks are batched: ${wire.acks.length} acks for ${count} events`)
+  t.ok(wire.acks.length >= count / window, 'an ack at least every window')
+  t.same([...wire.acks].sort((a, b) => a - b), wire.acks, 'cumulative acks only grow')
+
+  // Below half the window, the idle delay acks the tail.
+  const before = wire.acks.length
+  await example.app.publish('orders.created', count)
+  await until(() => wire.acks.at(-1) === count + 1, 'the idle ack')
+  t.equal(wire.acks.length, before + 1)
+})
+
+t.test('after a server restart it reconnects, resubscribes and receives the next events', async (t) => {
+  const first = await startExample(t)
+  const client = start(t, first, { format: 'msgpack', token: sign(first, 'alice') })
+  const states: string[] = []
+  const closes: number[] = []
+  client.on('state', (state) => { states.push(state) })
+  client.on('disconnect', ({ code }) => { closes.push(code) })
+  const received: unknown[] = []
+  await client.subscribe('orders.*', (event) => { received.push(event.data) }).ready
+  await client.subscribe('user.alice.notifications', (event) => { received.push(event.data) }).ready
+  await first.app.publish('orders.created', 'before')
+  await until(() => received.length === 1, 'the first event')
+
+  await first.close()
+  await until(() => client.state === 'reconnecting', 'the client to notice')
+  await sleep(300) // a few refused attempts while the port is closed
+  const second = await startExample(t, { port: first.port })
+  await until(() => second.app.eventSocket.stats().subscriptions === 2, 'both patterns resubscribed')
+  await second.app.publish('orders.created', 'after')
+  await second.app.publish('user.alice.notifications', 'private')
+  await until(() => received.length === 3, 'the events after the restart')
+
+  t.same(received, ['before', 'after', 'private'])
+  t.same(closes, [1001], 'the server said it was going away')
+  t.equal(states.at(-1), 'open')
+  t.ok(states.includes('reconnecting'))
+})
+
+t.test('a token refresh keeps the socket open past the first token\'s expiry', async (t) => {
+  const example = await startExample(t, { eventSocket: { expiryNoticeMs: 1000 } })
+  let tokens = 0
+  const client = start(t, example, {
+    getToken: () => {
+      tokens++
+      return sign(example, 'alice', '2s')
+    }
+  })
+  const opens: string[] = []
+  const closes: number[] = []
+  client.on('open', (hello) => { opens.push(hello.session) })
+  client.on('disconnect', ({ code }) => { closes.push(code) })
+  const received: unknown[] = []
+  await client.subscribe('orders.*', (event) => { received.push(event.data) }).ready
+
+  await sleep(4500)
+  await example.app.publish('orders.created', 'still here')
+  await until(() => received.length === 1, 'the event after the first expiry')
+  t.same(closes, [], 'never closed')
+  t.equal(opens.length, 1, 'one session throughout')
+  t.ok(tokens >= 3, `fetched a token ${tokens} times`)
+})
+
+t.test('a 401 at handshake surfaces as a typed error', async (t) => {
+  const example = await startExample(t)
+  const forged = connect({ url: `ws://127.0.0.1:${example.port}/events`, WebSocket, token: 'not.a.jwt' })
+  const error = await nextError(forged)
+  t.equal(error.code, 'EVSOCK_UNAUTHORIZED')
+  t.equal(error.status, 401)
+  t.equal(forged.state, 'closed', 'a static token cannot be fixed: no retry')
+  t.throws(() => forged.subscribe('orders.*', () => {}), { code: 'EVSOCK_CLOSED' })
+
+  let calls = 0
+  const expired = start(t, example, {
+    token: sign(example, 'alice', -10),
+    getToken: () => { calls++; return sign(example, 'alice', -10) }
+  })
+  const ready = expired.subscribe('orders.*', () => {}).ready
+  t.equal((await nextError(expired)).code, 'EVSOCK_UNAUTHORIZED', 'a fresh token refused too is final')
+  t.equal(calls, 1, 'the stale token was replaced once before giving up')
+  await t.rejects(ready, { code: 'EVSOCK_UNAUTHORIZED' }, 'pending subscriptions learn it too')
+
+  const recovering = start(t, example, { token: sign(example, 'alice', -10), getToken: () => sign(example, 'alice') })
+  await recovering.subscribe('orders.*', () => {}).ready
+  t.equal(recovering.state, 'open', 'an expired first token is replaced by getToken')
+})
+
+t.test('close() ends the client for good', async (t) => {
+  const example = await startExample(t)
+  const client = start(t, example, { token: sign(example, 'alice') })
+  const ready = client.subscribe('orders.*', () => {}).ready
+  await ready
+  await client.close()
+  t.equal(client.state, 'closed')
+  await until(() => example.app.eventSocket.stats().connections === 0, 'the server to see the close')
+  t.throws(() => client.subscribe('orders.*', () => {}), { code: 'EVSOCK_CLOSED' })
+})
