@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { FastifyJWTOptions } from '@fastify/jwt'
 import { BadOptionError } from './errors.js'
+import { isTopicWord } from './topics.js'
 
 /** The verified identity of a connection: the JWT's claims. */
 export interface EventSocketUser {
@@ -98,9 +99,15 @@ export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt'
   origins: ((origin: string | undefined) => boolean) | undefined
 }
 
-/** The default authorization: a user may subscribe under `user.<own sub>.`; an admin everywhere. Everything else is refused. */
+/**
+ * The default authorization: a user may subscribe under `user.<own sub>`; an
+ * admin everywhere. Everything else is refused. A `sub` that is not a single
+ * topic word (say `42.inbox`) would let one user's prefix reach into
+ * another's, so such a user gets no topic of its own.
+ */
 export const defaultAuthorize: Authorize = (user, pattern) => {
   if (user.role === 'admin' || user.roles?.includes('admin') === true) return true
+  if (!isTopicWord(user.sub)) return false
   const own = `user.${user.sub}`
   return pattern === own || pattern.startsWith(`${own}.`)
 }

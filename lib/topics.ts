@@ -5,6 +5,11 @@
 const WORD = /^[A-Za-z0-9_\-:@]+$/
 const MAX_TOPIC_BYTES = 255
 
+/** Whether `value` can stand as one word of a topic (no dots, no wildcards). */
+export function isTopicWord (value: string): boolean {
+  return WORD.test(value)
+}
+
 /** Returns why `topic` is not a valid concrete topic, or undefined when it is. */
 export function topicProblem (topic: unknown): string | undefined {
   return check(topic, false)

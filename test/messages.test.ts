@@ -91,6 +91,10 @@ t.test('authorize decides each subscription; the default allows own user topics 
   t.equal((await user.subscribe('orders.*')).code, 'FORBIDDEN')
   t.equal((await user.subscribe('user.*.inbox')).code, 'FORBIDDEN', 'a wildcard user word is not the own user')
   t.equal((await user.subscribe('#')).code, 'FORBIDDEN')
+  const dotted = await openClient(t, server, { sub: '42.inbox', role: 'user' })
+  t.equal((await dotted.subscribe('user.42.inbox')).code, 'FORBIDDEN', 'a sub with a dot gets no own topic, so it cannot reach into user 42')
+  const admin = await openClient(t, server, { sub: 'ops', role: 'user', token: server.sign({ sub: 'ops', roles: ['viewer', 'admin'] }) })
+  t.equal((await admin.subscribe('#')).op, 'ok', 'admin in roles')
 })
 
 t.test('an async authorize hook, and one that throws (a refusal)', async (t) => {
