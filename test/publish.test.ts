@@ -70,11 +70,13 @@ t.test('stats and health describe the instance', async (t) => {
 t.test('options are validated with FST_EVSOCK_BAD_OPTION', async (t) => {
   for (const options of [{ window: 0 }, { path: 'events' }, { maxEventBytes: -1 }, { broker: { url: 'http://x' } }, { origins: 'x' }]) {
     const app = Fastify()
-    await t.rejects(app.register(eventSocket, { jwt: { secret: SECRET }, ...options } as never).ready(), { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))
+    app.register(eventSocket, { jwt: { secret: SECRET }, ...options } as never)
+    await t.rejects(app.ready(), { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))
     await app.close()
   }
   const app = Fastify()
-  await t.rejects(app.register(eventSocket, {}).ready(), { code: 'FST_EVSOCK_BAD_OPTION', message: /jwt/ })
+  app.register(eventSocket, {})
+  await t.rejects(app.ready(), { code: 'FST_EVSOCK_BAD_OPTION', message: /jwt/ })
   await app.close()
 })
 
