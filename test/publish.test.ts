@@ -71,12 +71,12 @@ t.test('options are validated with FST_EVSOCK_BAD_OPTION', async (t) => {
   for (const options of [{ window: 0 }, { path: 'events' }, { maxEventBytes: -1 }, { broker: { url: 'http://x' } }, { origins: 'x' }]) {
     const app = Fastify()
     app.register(eventSocket, { jwt: { secret: SECRET }, ...options } as never)
-    await t.rejects(app.ready(), { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))
+    await t.rejects(async () => { await app.ready() }, { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))
     await app.close()
   }
   const app = Fastify()
   app.register(eventSocket, {})
-  await t.rejects(app.ready(), { code: 'FST_EVSOCK_BAD_OPTION', message: /jwt/ })
+  await t.rejects(async () => { await app.ready() }, { code: 'FST_EVSOCK_BAD_OPTION', message: /jwt/ })
   await app.close()
 })
 
