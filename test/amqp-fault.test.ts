@@ -1,0 +1,87 @@
+import t from 'tap'
+import { brokerOptions, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus, waitFor } from './helpers/broker.js'
+
+// The broker drops every connection in the middle of a stream of publishes.
+// Each test runs in a vhost of its own, so the drop hits nobody else's tests.
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function dropAllConnections (vhost: string): Promise<void> {
+  await rabbitmqctl('close_all_connections', '--vhost', decodeURIComponent(new URL(vhost).pathname.slice(1)), 'evsock fault test')
+}
+
+if (await requireBroker(t)) {
+  t.test('connections dropped mid-stream: every publish resolved-and-delivered or rejected with the typed error', async (t) => {
+    const url = await privateVhost(t)
+    const options = brokerOptions(t, { url, publishTimeoutMs: 8000 })
+    const publisher = await startBus(t, options)
+    const subscriber = await startBus(t, options)
+    await subscriber.bus.bind('fault.#')
+
+    // Bursts, so that some publishes are in flight (sent, unconfirmed) when the connections drop.
+    const outcomes: Array<Promise<{ id: string, ok: boolean, code?: string }>> = []
+    let dropped = false
+    let burst = 0
+    let burstsAfterDrop = 0
+    while (burstsAfterDrop < 40 && burst < 600) {
+      for (let i = 0; i < 5; i++) {
+        const each = busMessage(`fault.${i}.n`)
+        outcomes.push(publisher.bus.publish(each).then(
+          () => ({ id: each.id, ok: true }),
+          (error: { code?: string }) => ({ id: each.id, ok: false, code: error.code })
+        ))
+      }
+      if (++burst === 20) dropAllConnections(url).then(() => { dropped = true }, t.error)
+      if (dropped) burstsAfterDrop++
+      await sleep(5)
+    }
+    t.ok(dropped, 'the connections were dropped while publishing')
+    const results = await Promise.all(outcomes)
+    const resolved = results.filter((each) => each.ok)
+    const rejected = results.filter((each) => !each.ok)
+    t.same([...new Set(rejected.map((each) => each.code))].filter((code) => code !== 'FST_EVSOCK_BROKER_UNAVAILABLE'), [], 'every rejection is FST_EVSOCK_BROKER_UNAVAILABLE')
+    t.ok(resolved.length > outcomes.length / 2, `most publishes resolved (${resolved.length} resolved, ${rejected.length} rejected)`)
+
+    const delivered = (): Set<string> => new Set(subscriber.received.map((each) => each.id))
+    await waitFor(() => resolved.every((each) => delivered().has(each.id)), 'every resolved publish delivered', 15_000)
+      .catch(() => {})
+    const lost = resolved.filter((each) => !delivered().has(each.id))
+    t.same(lost, [], 'no publish resolved and lost')
+    t.equal(subscriber.received.length, delivered().size, 'no message delivered twice')
+
+    for (const { entries } of [publisher, subscriber]) {
+      t.ok(entries.some((entry) => entry.level === 40 && entry.msg.includes('connection lost')), 'the drop is logged at warn')
+      t.ok(entries.filter((entry) => entry.level === 30 && entry.msg.includes('connection up')).length >= 2, 'the recovery is logged at info')
+    }
+    t.match(publisher.bus.health(), { state: 'up', buffered: 0, unconfirmed: 0, lastError: /CONNECTION_FORCED|evsock fault test/ })
+
+    const after = busMessage('fault.after.recovery')
+    await publisher.bus.publish(after)
+    await waitFor(() => delivered().has(after.id), 'a delivery after recovery')
+    t.pass('a binding made before the drop still delivers after it')
+  })
+
+  t.test('bind and unbind during an outage take effect on recovery', async (t) => {
+    const url = await privateVhost(t)
+    const options = brokerOptions(t, { url })
+    const publisher = await startBus(t, options)
+    // A slow first reconnect leaves a window to change bindings while down.
+    const subscriber = await startBus(t, { ...options, reconnectInitialDelayMs: 1500, reconnectMaxDelayMs: 1500 })
+    await subscriber.bus.bind('gone.*')
+    await subscriber.bus.bind('end')
+
+    await dropAllConnections(url)
+    await waitFor(() => subscriber.bus.health().state === 'down', 'the subscriber to notice the drop')
+    await subscriber.bus.unbind('gone.*')
+    await subscriber.bus.bind('new.*')
+    t.equal(subscriber.bus.health().state, 'down', 'bind and unbind resolved while down')
+
+    await waitFor(() => subscriber.bus.health().state === 'up' && publisher.bus.health().state === 'up', 'both up again')
+    await publisher.bus.publish(busMessage('gone.x'))
+    await publisher.bus.publish(busMessage('new.x'))
+    const sentinel = busMessage('end')
+    await publisher.bus.publish(sentinel)
+    await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), 'the sentinel')
+    t.same(subscriber.received.map((each) => each.topic), ['new.x', 'end'], 'the stale binding was removed, the new one made')
+  })
+}

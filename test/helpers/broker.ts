@@ -1,0 +1,143 @@
+import { execFile } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { connect as tcpConnect } from 'node:net'
+import { promisify } from 'node:util'
+import { connect, type Channel } from 'amqplib'
+import Fastify, { type FastifyBaseLogger } from 'fastify'
+import type { Test } from 'tap'
+import { createAmqpBus } from '../../lib/bus/amqp.js'
+import type { Bus, BusMessage } from '../../lib/bus/types.js'
+import { brokerDefaults, type ResolvedBrokerOptions } from '../../lib/options.js'
+
+// Shared by the tests that need the real RabbitMQ (.ci/run starts it).
+
+export const brokerUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
+
+const run = promisify(execFile)
+
+/**
+ * True when the broker answers. Otherwise the test fails under CI=true (a
+ * broker test that silently does not run proves nothing) and skips, loudly,
+ * elsewhere (the whole file is planned as skipped).
+ */
+export async function requireBroker (t: Test, url = brokerUrl): Promise<boolean> {
+  const problem = await probe(url)
+  if (problem === undefined) return true
+  const message = `RABBITMQ NOT REACHABLE at ${redact(url)} (${problem}) — ${process.env.CI === 'true' ? 'failing (CI=true)' : 'skipping broker tests'}`
+  if (process.env.CI === 'true') t.fail(message)
+  else {
+    t.comment(message)
+    t.plan(0, message)
+  }
+  return false
+}
+
+async function probe (url: string): Promise<string | undefined> {
+  const { hostname, port } = new URL(url)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const socket = tcpConnect({ host: hostname, port: Number(port || 5672), timeout: 1000 })
+      socket.once('connect', () => { socket.destroy(); resolve() })
+      socket.once('timeout', () => { socket.destroy(); reject(new Error('TCP connect timed out')) })
+      socket.once('error', reject)
+    })
+    const connection = await connect(url, { timeout: 2000 })
+    await connection.close()
+    return undefined
+  } catch (error) {
+    return (error as Error).message
+  }
+}
+
+/** Bus options for one test: its own exchange (deleted at the end), fast reconnects. */
+export function brokerOptions (t: Test, overrides: Partial<ResolvedBrokerOptions> = {}): ResolvedBrokerOptions {
+  const options: ResolvedBrokerOptions = {
+    ...brokerDefaults,
+    url: brokerUrl,
+    exchange: `evsock.test.${randomUUID()}`,
+    queuePrefix: 'evsock.test',
+    reconnectInitialDelayMs: 50,
+    reconnectMaxDelayMs: 500,
+    ...overrides
+  }
+  t.teardown(() => withChannel(options.url ?? brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
+  return options
+}
+
+/** Bus options pointing at a closed port: nothing ever answers. */
+export function unreachableOptions (overrides: Partial<ResolvedBrokerOptions> = {}): ResolvedBrokerOptions {
+  return { ...brokerDefaults, url: 'amqp://guest:guest@127.0.0.1:1', reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 200, ...overrides }
+}
+
+/** Runs `use` on a short-lived channel of its own connection. */
+export async function withChannel<T> (url: string, use: (channel: Channel) => Promise<T>): Promise<T> {
+  const connection = await connect(url)
+  try {
+    const channel = await connection.createChannel()
+    // A refused operation rejects its promise and also emits 'error'; the promise is what callers assert on.
+    channel.on('error', () => {})
+    return await use(channel)
+  } finally {
+    await connection.close()
+  }
+}
+
+export interface LogEntry { level: number, msg: string, [key: string]: unknown }
+
+/** A real pino logger (through Fastify) whose lines are kept for assertions. */
+export function recordingLogger (): { log: FastifyBaseLogger, entries: LogEntry[] } {
+  const entries: LogEntry[] = []
+  const stream = { write: (line: string) => { entries.push(JSON.parse(line)) } }
+  return { log: Fastify({ logger: { level: 'debug', stream } }).log, entries }
+}
+
+export interface StartedBus { bus: Bus, received: BusMessage[], entries: LogEntry[] }
+
+/** A started amqp bus that records what it receives and logs; closed when the test ends. */
+export async function startBus (t: Test, options: ResolvedBrokerOptions): Promise<StartedBus> {
+  const { log, entries } = recordingLogger()
+  const bus = createAmqpBus(options, log)
+  const received: BusMessage[] = []
+  t.teardown(() => bus.close())
+  await bus.start((delivered) => { received.push(delivered) })
+  return { bus, received, entries }
+}
+
+export function busMessage (topic: string, data: unknown = { topic }): BusMessage {
+  return { id: randomUUID(), topic, time: Date.now(), payload: Buffer.from(JSON.stringify(data)) }
+}
+
+/** Resolves once `condition` holds; rejects with `what` after `timeoutMs`. */
+export async function waitFor (condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+export async function rabbitmqctl (...args: string[]): Promise<string> {
+  const { stdout } = await run('rabbitmqctl', ['-q', ...args], { timeout: 30_000 })
+  return stdout
+}
+
+/**
+ * A fresh vhost for a test that drops connections, so that
+ * `close_all_connections` hits this test's connections and nobody else's.
+ * Returns its URL; the vhost is deleted when the test ends.
+ */
+export async function privateVhost (t: Test): Promise<string> {
+  const vhost = `evsock-test-${randomUUID()}`
+  await rabbitmqctl('add_vhost', vhost)
+  t.teardown(() => rabbitmqctl('delete_vhost', vhost))
+  const url = new URL(brokerUrl)
+  await rabbitmqctl('set_permissions', '-p', vhost, decodeURIComponent(url.username), '.*', '.*', '.*')
+  url.pathname = `/${encodeURIComponent(vhost)}`
+  return url.toString()
+}
+
+function redact (url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password !== '') parsed.password = '***'
+  return parsed.toString()
+}
