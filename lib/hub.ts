@@ -163,6 +163,17 @@ export class Hub implements ConnectionHost {
     return { status, connections: this.#connections.size, broker }
   }
 
+  /** Closes every connection of user `sub` with 4001 (token revoked); returns how many there were. */
+  revoke (sub: string): number {
+    let revoked = 0
+    for (const connection of this.#connections) {
+      if (connection.user.sub !== sub) continue
+      connection.close(CloseCode.TokenExpired, 'token revoked')
+      revoked++
+    }
+    return revoked
+  }
+
   /** Closes every connection with 1001 and resolves once all are gone. */
   async close (): Promise<void> {
     this.#closing = true

@@ -14,6 +14,8 @@ import type { Bus } from './bus/types.js'
 export interface EventSocketApi {
   stats (): EventSocketStats
   health (): EventSocketHealth
+  /** Closes every connection of user `sub` on this instance with 4001 (say, at logout or a ban); returns how many. */
+  revoke (sub: string): number
 }
 
 declare module 'fastify' {
@@ -74,7 +76,8 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 
   fastify.decorate('eventSocket', {
     stats: () => hub.stats(),
-    health: () => hub.health()
+    health: () => hub.health(),
+    revoke: (sub) => hub.revoke(sub)
   } satisfies EventSocketApi)
 
   fastify.addHook('onClose', async () => {

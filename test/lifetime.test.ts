@@ -81,3 +81,14 @@ t.test('app.close() closes every socket with 1001 and the process keeps no handl
   t.ok(Date.now() - started < 1500, 'closed promptly')
   await t.rejects(server.app.publish('x', 1), { code: 'FST_EVSOCK_CLOSED' })
 })
+
+t.test('revoke closes every connection of one user with 4001 and leaves the others', async (t) => {
+  const server = await startServer(t)
+  const first = await openClient(t, server, { sub: 'mallory' })
+  const second = await openClient(t, server, { sub: 'mallory' })
+  const other = await openClient(t, server, { sub: 'alice' })
+  t.equal(server.app.eventSocket.revoke('mallory'), 2)
+  for (const client of [first, second]) t.same(await client.closed, { code: 4001, reason: 'token revoked' })
+  t.equal(other.ws.readyState, WebSocket.OPEN)
+  t.equal(server.app.eventSocket.revoke('nobody'), 0)
+})
