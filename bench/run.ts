@@ -6,21 +6,31 @@ import { render, save, type Run } from './lib/report.js'
 import { markdown } from './lib/table.js'
 import type { Context, ScenarioResult } from './lib/results.js'
 import { fanout } from './scenarios/fanout.js'
+import { handshake } from './scenarios/handshake.js'
+import { latency } from './scenarios/latency.js'
+import { memory } from './scenarios/memory.js'
+import { slow } from './scenarios/slow.js'
+import { targeted } from './scenarios/targeted.js'
+import { window } from './scenarios/window.js'
 
-const scenarios: Partial<Record<ScenarioName, (context: Context) => Promise<ScenarioResult>>> = {
-  fanout
+const scenarios: Record<ScenarioName, (context: Context) => Promise<ScenarioResult>> = {
+  fanout,
+  latency,
+  memory,
+  handshake,
+  targeted,
+  slow,
+  window
 }
 
 const args = benchArgs(process.argv.slice(2))
 const started = new Date()
-const context: Context = { args, fanout: new Map(), latencyP99: new Map() }
+const context: Context = { args, fanout: new Map(), openLoop: new Map() }
 const run: Run = { started: started.toISOString(), seconds: 0, machine: machine(), args, results: {} }
 
 for (const name of args.scenarios) {
-  const scenario = scenarios[name]
-  if (scenario === undefined) continue
   const began = performance.now()
-  const result = await scenario(context)
+  const result = await scenarios[name](context)
   run.results[name] = result
   console.log(result.tables.map(markdown).join('\n\n'))
   console.log(`(${name}: ${((performance.now() - began) / 1000).toFixed(1)} s)\n`)

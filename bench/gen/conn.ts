@@ -148,11 +148,11 @@ export class Conn {
       if (header.end > buffer.length) {
         if (needPayload) break
         this.skip = header.end - buffer.length
-        this.onFrame(header.opcode, undefined, now)
+        this.onFrame(header.opcode, header.compressed, undefined, now)
         offset = buffer.length
         break
       }
-      this.onFrame(header.opcode, needPayload ? buffer.subarray(header.start, header.end) : undefined, now)
+      this.onFrame(header.opcode, header.compressed, needPayload ? buffer.subarray(header.start, header.end) : undefined, now)
       offset = header.end
     }
     if (offset < buffer.length) this.partial = buffer.subarray(offset)
@@ -162,7 +162,7 @@ export class Conn {
     }
   }
 
-  private onFrame (opcode: number, payload: Buffer | undefined, now: number): void {
+  private onFrame (opcode: number, compressed: boolean, payload: Buffer | undefined, now: number): void {
     if (opcode === OP_PING) {
       this.socket.write(clientFrame(0xa, payload ?? Buffer.alloc(0)))
       return
@@ -175,7 +175,7 @@ export class Conn {
     }
     if (opcode > OP_CLOSE) return
     if (this.frames < this.opening.frames) {
-      this.onOpeningFrame(payload ?? Buffer.alloc(0))
+      this.onOpeningFrame(payload ?? Buffer.alloc(0), compressed)
       return
     }
     this.events++
@@ -185,13 +185,14 @@ export class Conn {
     }
   }
 
-  private onOpeningFrame (payload: Buffer): void {
+  /** A compressed opening frame is taken as it comes: the generator does not inflate. */
+  private onOpeningFrame (payload: Buffer, compressed: boolean): void {
     this.frames++
     const { reply, frames, expect } = this.opening
     if (this.frames === 1 && reply !== undefined) this.socket.write(textFrame(reply))
     if (this.frames < frames) return
     const text = payload.toString()
-    if (expect !== undefined && !text.startsWith(expect)) this.settle?.(new Error(`unexpected opening frame: ${text}`))
+    if (expect !== undefined && !compressed && !text.startsWith(expect)) this.settle?.(new Error(`unexpected opening frame: ${text}`))
     else this.settle?.()
   }
 }

@@ -30,9 +30,10 @@ export const clientFrame = (opcode: number, payload: Buffer): Buffer => frame(op
 export const textFrame = (text: string): Buffer => clientFrame(OP_TEXT, Buffer.from(text))
 
 /** Header of the server frame at `offset`, or undefined when `buffer` does not hold all of it yet. */
-export function readHeader (buffer: Buffer, offset: number): { opcode: number, start: number, end: number } | undefined {
+export function readHeader (buffer: Buffer, offset: number): { opcode: number, compressed: boolean, start: number, end: number } | undefined {
   if (offset + 2 > buffer.length) return undefined
   const opcode = buffer[offset]! & 0x0f
+  const compressed = (buffer[offset]! & 0x40) !== 0
   let length = buffer[offset + 1]! & 0x7f
   let start = offset + 2
   if (length === 126) {
@@ -44,7 +45,7 @@ export function readHeader (buffer: Buffer, offset: number): { opcode: number, s
     length = buffer.readUIntBE(offset + 4, 6)
     start = offset + 10
   }
-  return { opcode, start, end: start + length }
+  return { opcode, compressed, start, end: start + length }
 }
 
 const T_KEY = Buffer.from('"t":')

@@ -1,7 +1,7 @@
 // The machine and the versions a run was measured with.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 
 // Read from node_modules directly: some packages (amqplib) do not export their package.json.
 const version = (pkg: string): string =>
@@ -21,6 +21,8 @@ export interface Machine {
   node: string
   rabbitmq: string
   redis: string
+  /** 1-minute load average when the run started: other work on the machine skews every number. */
+  load: number
   versions: Record<string, string>
 }
 
@@ -31,6 +33,7 @@ export function machine (): Machine {
     cores: cpus().length,
     node: process.version,
     rabbitmq: command('rabbitmqctl', ['version']),
+    load: loadavg()[0] ?? 0,
     redis: /redis_version:(\S+)/.exec(command('redis-cli', ['info', 'server']))?.[1] ?? 'unavailable',
     versions: Object.fromEntries(['fastify', '@fastify/websocket', 'ws', 'socket.io', '@socket.io/redis-adapter', 'amqplib']
       .map((pkg) => [pkg, version(pkg)]))
@@ -39,5 +42,5 @@ export function machine (): Machine {
 
 export function describe (m: Machine): string {
   const peers = Object.entries(m.versions).map(([pkg, v]) => `${pkg} ${v}`).join(', ')
-  return `${m.cpu}, ${m.cores} cores; Node ${m.node}; RabbitMQ ${m.rabbitmq}; Redis ${m.redis}; ${peers}`
+  return `${m.cpu}, ${m.cores} cores (load average ${m.load.toFixed(2)} at the start); Node ${m.node}; RabbitMQ ${m.rabbitmq}; Redis ${m.redis}; ${peers}`
 }

@@ -10,6 +10,8 @@ export interface Throughput {
   framesPerSec: number
   /** CPU time of the server processes per frame received, microseconds. */
   cpuPerFrame: number
+  /** Events published from the start of the drive to the halt (warm-up included). */
+  published: number
 }
 
 export async function throughput (deployment: Deployment, drive: DriveArgs, args: BenchArgs): Promise<Throughput> {
@@ -18,10 +20,11 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
   const before = await deployment.snapshot()
   await sleep(args.seconds * 1000)
   const after = await deployment.snapshot()
-  await deployment.halt()
+  const published = await deployment.halt()
   const frames = after.events - before.events
   return {
     framesPerSec: frames / ((after.at - before.at) / 1000),
-    cpuPerFrame: frames === 0 ? NaN : (after.cpu - before.cpu) / frames
+    cpuPerFrame: frames === 0 ? NaN : (after.cpu - before.cpu) / frames,
+    published
   }
 }

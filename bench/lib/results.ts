@@ -31,8 +31,8 @@ export interface Context {
   args: BenchArgs
   /** Fan-out frames/s by `${peer}/${subs}/${burst}/${size}`. */
   fanout: Map<string, number>
-  /** p99 (µs) of the latency scenario at the lowest load, by peer. */
-  latencyP99: Map<string, number>
+  /** The latency scenario's lowest load, by peer: its rate (events/s) and p99 (µs), which the slow-consumer run reuses. */
+  openLoop: Map<string, { rate: number, p99: number }>
 }
 
 export const fanoutKey = (peer: string, subs: number, burst: number, size: number): string => `${peer}/${subs}/${burst}/${size}`
