@@ -200,6 +200,47 @@ t.test('a token refresh keeps the socket open past the first token\'s expiry', a
   t.ok(tokens >= 3, `fetched a token ${tokens} times`)
 })
 
+t.test('after close 4001 it fetches a token again and reconnects', async (t) => {
+  const example = await startExample(t, { eventSocket: { expiryNoticeMs: 500 } })
+  let calls = 0
+  // Slower than the notice: the first token expires before its replacement arrives.
+  const client = start(t, example, {
+    getToken: async () => {
+      if (calls++ > 0) await sleep(1200)
+      return sign(example, 'alice', '2s')
+    }
+  })
+  const closes: number[] = []
+  client.on('disconnect', ({ code }) => { closes.push(code) })
+  const received: unknown[] = []
+  await client.subscribe('orders.*', (event) => { received.push(event.data) }).ready
+  await until(() => closes.length === 1, 'the expiry close', 5000)
+  t.same(closes, [4001])
+  await until(() => client.state === 'open' && example.app.eventSocket.stats().subscriptions === 1, 'the reconnect', 5000)
+  await example.app.publish('orders.created', 'renewed')
+  await until(() => received.length === 1, 'an event on the new connection')
+  t.ok(calls >= 3, 'the token was fetched again for the reconnect')
+})
+
+t.test('a failing handler is reported and does not stall the stream', async (t) => {
+  const example = await startExample(t, { eventSocket: { window: 2 } })
+  const client = start(t, example, { token: sign(example, 'alice') })
+  const errors: EventSocketClientError[] = []
+  client.on('error', (error) => { errors.push(error) })
+  const received: unknown[] = []
+  await client.subscribe('orders.*', async (event) => {
+    received.push(event.data)
+    if (event.data === 0) throw new Error('boom')
+  }).ready
+  await client.subscribe('orders.#', (event) => { if (event.data === 1) throw new Error('sync boom') }).ready
+  for (let n = 0; n < 6; n++) await example.app.publish('orders.created', n)
+  await until(() => received.length === 6, 'every event despite the failures')
+  t.same(errors.map((error) => [error.code, error.topic, (error.cause as Error).message]).sort(), [
+    ['EVSOCK_HANDLER_FAILED', 'orders.created', 'sync boom'],
+    ['EVSOCK_HANDLER_FAILED', 'orders.created', 'boom']
+  ].sort())
+})
+
 t.test('a 401 at handshake surfaces as a typed error', async (t) => {
   const example = await startExample(t)
   const forged = connect({ url: `ws://127.0.0.1:${example.port}/events`, WebSocket, token: 'not.a.jwt' })
@@ -222,6 +263,15 @@ t.test('a 401 at handshake surfaces as a typed error', async (t) => {
   const recovering = start(t, example, { token: sign(example, 'alice', -10), getToken: () => sign(example, 'alice') })
   await recovering.subscribe('orders.*', () => {}).ready
   t.equal(recovering.state, 'open', 'an expired first token is replaced by getToken')
+})
+
+t.test('a refusal no retry can fix (403 origin) is final', async (t) => {
+  const example = await startExample(t, { eventSocket: { origins: ['https://shop.example'], allowMissingOrigin: false } })
+  const client = start(t, example, { token: sign(example, 'alice'), getToken: () => sign(example, 'alice') })
+  const error = await nextError(client)
+  t.equal(error.code, 'EVSOCK_HANDSHAKE_REFUSED')
+  t.equal(error.status, 403)
+  t.equal(client.state, 'closed')
 })
 
 t.test('close() ends the client for good', async (t) => {

@@ -5,7 +5,7 @@
 export type ClientErrorCode =
   /** The server refused the handshake with 401, even for a token fresh from `getToken`. Final. */
   | 'EVSOCK_UNAUTHORIZED'
-  /** The server refused the handshake for a reason retrying cannot fix (400 bad subprotocol, 403 origin). Final. */
+  /** The handshake was refused for a reason retrying cannot fix (400 bad subprotocol, 403 origin, or the platform would not open the socket). Final. */
   | 'EVSOCK_HANDSHAKE_REFUSED'
   /** The server answered a `sub`, `unsub` or `auth` with `error`; see `serverCode`. */
   | 'EVSOCK_REQUEST_FAILED'

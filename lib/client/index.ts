@@ -203,7 +203,14 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     // The format first: the server picks the first format offered, and never echoes the bearer entry.
     const protocols = [subprotocols[this.#format]]
     if (token !== undefined) protocols.push(BEARER_PREFIX + token)
-    const socket = new this.#WebSocket(this.#url, protocols)
+    let socket: WebSocketLike
+    try {
+      socket = new this.#WebSocket(this.#url, protocols)
+    } catch (error) {
+      // E.g. a browser refusing ws:// from an https:// page: no retry changes that.
+      this.#fail(new EventSocketClientError('EVSOCK_HANDSHAKE_REFUSED', `Could not open a WebSocket: ${(error as Error).message}`, { cause: error }))
+      return
+    }
     socket.binaryType = 'arraybuffer'
     const link: Link = { socket, acks: undefined, status: undefined, lastPos: undefined }
     this.#link = link
@@ -290,7 +297,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     this.#requests.delete(message.id)
     if (request?.op === 'sub') request.entry.ready.resolve()
     else if (request?.op === 'unsub') request.done.resolve()
-    else if (request?.op === 'auth' && message.expiresAt !== undefined) this.#expiresAt = message.expiresAt
+    else if (request?.op === 'auth' && (typeof message.expiresAt === 'number' || message.expiresAt === null)) this.#expiresAt = message.expiresAt
   }
 
   #onError (message: ErrorMessage): void {
@@ -321,6 +328,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     Promise.resolve().then(getToken).then((token) => {
       this.#token = token
       this.#tokenStale = false
+      this.#expiresAt = null // unknown until the server's `ok`
       if (link !== this.#link || link.acks === undefined) return
       const id = this.#nextId++
       this.#requests.set(id, { op: 'auth' })

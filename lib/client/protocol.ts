@@ -38,7 +38,8 @@ export interface EventMessage {
 export interface OkMessage {
   op: 'ok'
   id: number
-  expiresAt?: number
+  /** On the `ok` to an `auth`: the new token's expiry (null: none). */
+  expiresAt?: number | null
 }
 
 export interface ErrorMessage {
