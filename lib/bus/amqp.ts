@@ -131,6 +131,8 @@ class AmqpBus implements Bus {
   }
 
   private async setup (model: ChannelModel): Promise<void> {
+    // amqplib listens for the connection's errors only once setup succeeded; unheard, an 'error' would crash the process.
+    model.on('error', (error: Error) => { this.lastError = error.message })
     const channel = await model.createChannel()
     const confirm = await model.createConfirmChannel()
     const link: Link = { model, channel, confirm, consumerTag: undefined, lost: false }
