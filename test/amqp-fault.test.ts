@@ -84,4 +84,28 @@ if (await requireBroker(t)) {
     await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), 'the sentinel')
     t.same(subscriber.received.map((each) => each.topic), ['new.x', 'end'], 'the stale binding was removed, the new one made')
   })
+
+  t.test('a longer outage: publishes wait in the buffer and go out, in order, once the broker is back', async (t) => {
+    const url = await privateVhost(t)
+    const vhost = decodeURIComponent(new URL(url).pathname.slice(1))
+    const options = brokerOptions(t, { url })
+    const publisher = await startBus(t, options)
+    const subscriber = await startBus(t, options)
+    await subscriber.bus.bind('outage.#')
+
+    // Without permissions every reconnect is refused until they come back.
+    await rabbitmqctl('clear_permissions', '-p', vhost, 'guest')
+    await dropAllConnections(url)
+    await waitFor(() => publisher.bus.health().state === 'down', 'the publisher to notice the drop')
+    const sent = Array.from({ length: 20 }, (_, n) => busMessage(`outage.${n}`))
+    const publishes = sent.map((each) => publisher.bus.publish(each))
+    await sleep(300)
+    t.match(publisher.bus.health(), { state: 'down', buffered: 20, unconfirmed: 0 }, 'buffered while refused')
+
+    await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*')
+    await Promise.all(publishes)
+    t.pass('every buffered publish resolved after the reconnect')
+    await waitFor(() => subscriber.received.length === sent.length, 'the buffered events delivered')
+    t.same(subscriber.received.map((each) => each.id), sent.map((each) => each.id), 'in publish order')
+  })
 }
