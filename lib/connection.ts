@@ -202,7 +202,9 @@ export class Connection implements Subscriber {
       return
     }
     if (parsed.op === 'ack') {
-      this.#onAck(parsed.seq)
+      // An ack that moves the window forward is bounded by the events sent, so
+      // it gives its token back: a client acking every event is never throttled.
+      if (this.#onAck(parsed.seq)) this.#rateTokens = Math.min(this.#options.rateBurst, this.#rateTokens + 1)
       return
     }
     this.#requests = this.#requests.then(() => this.#handle(parsed)).catch((err: unknown) => {
@@ -211,14 +213,16 @@ export class Connection implements Subscriber {
     })
   }
 
-  #onAck (seq: number): void {
+  /** Returns true when the ack moved the window forward. */
+  #onAck (seq: number): boolean {
     if (seq > this.#sent) {
       this.#refuse({ code: 'BAD_ACK', message: `seq ${seq} was never sent (last sent: ${this.#sent})` })
-      return
+      return false
     }
-    if (seq <= this.#acked) return
+    if (seq <= this.#acked) return false
     this.#acked = seq
     this.#drain()
+    return true
   }
 
   async #handle (request: Exclude<ClientRequest, { op: 'ack' }>): Promise<void> {

@@ -18,7 +18,7 @@ export const UpgradeRequiredError = createError('FST_EVSOCK_UPGRADE_REQUIRED', '
 export const BadTopicError = createError('FST_EVSOCK_BAD_TOPIC', 'Invalid topic %j: %s', 400)
 export const PayloadTooLargeError = createError('FST_EVSOCK_PAYLOAD_TOO_LARGE', 'The encoded event is %d bytes, over the limit of %d', 413)
 export const NotSerializableError = createError('FST_EVSOCK_NOT_SERIALIZABLE', 'The event data cannot be encoded as JSON: %s', 400)
-export const BrokerUnavailableError = createError('FST_EVSOCK_BROKER_UNAVAILABLE', 'The broker did not accept the event: %s', 503)
+export const BrokerUnavailableError = createError('FST_EVSOCK_BROKER_UNAVAILABLE', 'The broker is unavailable: %s', 503)
 export const PublishNackedError = createError('FST_EVSOCK_PUBLISH_NACKED', 'The broker refused the event', 503)
 export const ClosedError = createError('FST_EVSOCK_CLOSED', 'The event socket is closed', 503)
 

@@ -28,13 +28,13 @@ export interface BrokerOptions {
   queuePrefix?: string
   /** Unacknowledged deliveries one instance holds at most. Default 256. */
   prefetch?: number
-  /** Guard on the instance queue's length (x-max-length), so a stalled instance cannot fill the broker. Default 100000. */
+  /** Guard on the instance queue's length (x-max-length, overflow drop-head): a stalled instance loses its oldest events instead of filling the broker. Default 100000. */
   maxQueueLength?: number
   /** First reconnect delay, ms. Default 100. */
   reconnectInitialDelayMs?: number
   /** Largest reconnect delay, ms. Default 5000. */
   reconnectMaxDelayMs?: number
-  /** How long a publish may wait for the broker's confirm (including time buffered during an outage), ms. Default 10000. */
+  /** How long a publish may wait for the broker's confirm (including time buffered during an outage), ms; also how long startup waits for the first connection (at most 8 s). Default 10000. */
   publishTimeoutMs?: number
   /** Publishes buffered while the broker is unreachable; past it `publish` rejects. Default 10000. */
   maxBufferedPublishes?: number
