@@ -1,0 +1,91 @@
+import t from 'tap'
+import type { WebSocket } from 'ws'
+import { delay, openClient, startServer, type TestServer } from './helpers/server.js'
+import { clientFrame, closeCodeOf, rawWebSocket } from './helpers/raw-socket.js'
+
+// A reader that stops reading at the TCP level (issue 6). Once the kernel
+// buffers on both sides are full, every frame written stays in the server's
+// memory; the server must close such a connection (4008) instead of buffering
+// without bound, and keep serving the others.
+
+const EVENT = 'x'.repeat(100 * 1024)
+const MiB = 1024 * 1024
+
+/** A raw client subscribed to `stall.*` that then stops reading from its socket. */
+async function stalledReader (t: Parameters<typeof startServer>[0], server: TestServer) {
+  const socket = await rawWebSocket(server.port, '/events', { authorization: `Bearer ${server.sign({ sub: 'stalled', role: 'admin' })}` })
+  t.teardown(() => socket.destroy())
+  const subscriptions = server.app.eventSocket.stats().subscriptions
+  socket.write(clientFrame('{"op":"sub","id":1,"topic":"stall.*"}'))
+  while (server.app.eventSocket.stats().subscriptions === subscriptions) await delay(5)
+  // Paused since the upgrade: nothing more is read, and the kernel's receive window closes.
+  return socket
+}
+
+/** The server side of every open connection, to watch what each holds in memory. */
+function serverSockets (server: TestServer): WebSocket[] {
+  return [...server.app.websocketServer.clients]
+}
+
+async function publishUntilClosed (server: TestServer, before: number, maxEvents: number, onEach: () => void): Promise<number> {
+  let published = 0
+  while (server.app.eventSocket.stats().slowConsumerCloses === before && published < maxEvents) {
+    await server.app.publish('stall.big', EVENT)
+    published++
+    onEach()
+    // Let the sockets write between events, as a real publisher would.
+    if (published % 8 === 0) await delay(1)
+  }
+  return published
+}
+
+t.test('a reader that stops reading is closed with 4008 once maxBufferedBytes is buffered, and no more is held', async (t) => {
+  const maxBufferedBytes = 2 * MiB
+  // A window and pending queue far larger than what is published, so that only the socket-buffer bound can act.
+  const server = await startServer(t, { window: 100_000, maxPendingEvents: 100_000, maxPendingBytes: 1024 * MiB, maxBufferedBytes })
+  const healthy = await openClient(t, server, { sub: 'healthy' })
+  await healthy.subscribe('stall.*')
+  const socket = await stalledReader(t, server)
+  const memoryBefore = process.memoryUsage()
+
+  let maxBuffered = 0
+  const published = await publishUntilClosed(server, 0, 2000, () => {
+    for (const ws of serverSockets(server)) maxBuffered = Math.max(maxBuffered, ws.bufferedAmount)
+  })
+  const memoryAfter = process.memoryUsage()
+  t.comment(`closed after ${published} events of 100 KiB (${(published * 0.1).toFixed(0)} MiB); server socket buffer peaked at ${(maxBuffered / MiB).toFixed(1)} MiB`)
+  t.equal(server.app.eventSocket.stats().slowConsumerCloses, 1, 'the stalled reader was closed as a slow consumer')
+  t.ok(published < 2000, 'long before the publisher gave up')
+  t.ok(maxBuffered <= maxBufferedBytes + EVENT.length + 1024, 'the server never held more than maxBufferedBytes plus one event for it')
+  const grown = (memoryAfter.arrayBuffers - memoryBefore.arrayBuffers) / MiB
+  t.ok(grown < 3 * maxBufferedBytes / MiB + 16, `buffer memory grew by ${grown.toFixed(1)} MiB only`)
+
+  // The stalled socket cannot read the close frame; the server cuts it off after its grace period.
+  const started = Date.now()
+  while (server.app.eventSocket.stats().connections > 1) await delay(20)
+  t.ok(Date.now() - started < 3000, 'the connection is released within the close grace period')
+  t.equal(server.app.eventSocket.stats().patterns, 1, 'its subscription is released')
+  t.equal(healthy.events().length > 0, true)
+  const received = healthy.events().length
+  t.ok(received <= published && received >= Math.min(published, 64), 'the healthy client kept receiving up to its window')
+  socket.destroy()
+})
+
+t.test('with the default window a reader that stops reading overflows its pending queue and gets 4008', async (t) => {
+  const server = await startServer(t)
+  const healthy = await openClient(t, server, { sub: 'healthy' })
+  await healthy.subscribe('stall.*')
+  healthy.ws.on('message', () => {
+    const last = healthy.messages.at(-1)
+    if (last?.op === 'event') healthy.send({ op: 'ack', seq: last.seq })
+  })
+  const socket = await stalledReader(t, server)
+  const published = await publishUntilClosed(server, 0, 200, () => {})
+  t.equal(server.app.eventSocket.stats().slowConsumerCloses, 1)
+  // 64 in flight and 4 MiB pending (maxPendingBytes) of 100 KiB events.
+  t.ok(published <= 64 + 42, `closed after ${published} events`)
+  await healthy.next(() => healthy.events().length === published, { timeout: 5000 })
+  t.pass('the healthy client acking as it goes received every event')
+  // Reading again now shows the close frame the server queued behind the events.
+  t.equal(await closeCodeOf(socket), 4008)
+})
