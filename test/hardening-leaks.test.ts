@@ -1,0 +1,101 @@
+import t from 'tap'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import WebSocket from 'ws'
+import { delay, startServer, type TestServer } from './helpers/server.js'
+
+// Leaks (issue 6): connections opened, subscribed and closed in a loop must
+// leave heap, handles, subscriptions and bound patterns where they were, and
+// never trip a listener-leak warning.
+
+const CONNECTIONS = Number(process.env.LEAK_CONNECTIONS ?? 10_000)
+const PARALLEL = 50
+/** Heap growth tolerated over the whole loop, after a full collection: about 400 bytes per connection at 10,000. */
+const HEAP_BOUND = 4 * 1024 * 1024
+
+// A full collection without --expose-gc on the command line.
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+
+async function settledHeap (): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    gc()
+    await delay(20)
+  }
+  return process.memoryUsage().heapUsed
+}
+
+/** Resource types and counts of this process, without the ones tap itself holds steady. */
+function handles (): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const type of process.getActiveResourcesInfo()) counts[type] = (counts[type] ?? 0) + 1
+  return counts
+}
+
+/** One client's life: open, get hello, subscribe (a pattern of its own and a shared one), get ok, close. */
+async function cycle (server: TestServer, token: string, n: number): Promise<void> {
+  const ws = new WebSocket(server.url, [`bearer.${token}`, 'evsock.v1.json'])
+  await new Promise<void>((resolve, reject) => {
+    ws.on('message', (data: Buffer) => {
+      const message = JSON.parse(data.toString()) as { op: string, id?: number }
+      if (message.op === 'hello') {
+        ws.send(JSON.stringify({ op: 'sub', id: 1, topic: `leak.c${n}.#` }))
+        ws.send(JSON.stringify({ op: 'sub', id: 2, topic: 'leak.shared.*' }))
+      } else if (message.op === 'ok' && message.id === 2) {
+        // Half close cleanly, half drop the TCP connection without a close frame.
+        if (n % 2 === 0) ws.close()
+        else ws.terminate()
+      } else if (message.op === 'error') {
+        reject(new Error(JSON.stringify(message)))
+      }
+    })
+    ws.once('close', () => resolve())
+    ws.once('error', reject)
+  })
+}
+
+async function loop (server: TestServer, token: string, from: number, count: number): Promise<void> {
+  let next = from
+  await Promise.all(Array.from({ length: PARALLEL }, async () => {
+    while (next < from + count) await cycle(server, token, next++)
+  }))
+  // Bounded, so that a connection never released fails the assertions below instead of hanging.
+  for (let i = 0; i < 200 && server.app.eventSocket.stats().connections > 0; i++) await delay(10)
+}
+
+t.test(`${CONNECTIONS} connections opened, subscribed and closed leave heap, handles and patterns at the baseline`, async (t) => {
+  const warnings: Error[] = []
+  const onWarning = (warning: Error): void => { warnings.push(warning) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+
+  const server = await startServer(t, { handshakesPerMinute: 0 })
+  const token = server.sign({ sub: 'leaker', role: 'admin' })
+  // Warm up: JIT, pools and caches reach their steady size first.
+  await loop(server, token, 0, 500)
+  const heapBefore = await settledHeap()
+  const handlesBefore = handles()
+
+  const started = Date.now()
+  await loop(server, token, 500, CONNECTIONS)
+  const seconds = (Date.now() - started) / 1000
+  t.comment(`${CONNECTIONS} cycles in ${seconds.toFixed(1)} s (${Math.round(CONNECTIONS / seconds)}/s)`)
+
+  const heapAfter = await settledHeap()
+  const stats = server.app.eventSocket.stats()
+  t.equal(stats.connections, 0)
+  t.equal(stats.subscriptions, 0)
+  t.equal(stats.patterns, 0, 'no pattern stays bound')
+  t.equal(server.app.websocketServer.clients.size, 0, 'ws keeps no client')
+  const growth = heapAfter - heapBefore
+  t.comment(`heap ${(heapBefore / 1048576).toFixed(1)} MiB -> ${(heapAfter / 1048576).toFixed(1)} MiB`)
+  t.ok(growth < HEAP_BOUND, `heap grew by ${(growth / 1048576).toFixed(2)} MiB (bound ${HEAP_BOUND / 1048576} MiB)`)
+  // Sockets close asynchronously; give the last ones a moment, then compare.
+  let handlesAfter = handles()
+  for (let i = 0; i < 50 && JSON.stringify(handlesAfter) !== JSON.stringify(handlesBefore); i++) {
+    await delay(20)
+    handlesAfter = handles()
+  }
+  t.same(handlesAfter, handlesBefore, 'the same handles as before the loop')
+  t.same(warnings.map((w) => `${w.name}: ${w.message}`), [], 'no warning (MaxListenersExceededWarning or other)')
+})
