@@ -1,4 +1,5 @@
 import { Packr, Unpackr } from 'msgpackr'
+import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
 // The two wire formats of PROTOCOL.md section 2. An event's body (topic, id,
@@ -36,7 +37,10 @@ export class OutboundEvent {
     this.size = message.payload.length
   }
 
-  /** The whole frame for one connection: a fresh envelope with `seq`, then the shared body. */
+  /**
+   * The whole WebSocket frame for one connection: header, a fresh envelope
+   * with its `seq`, then the shared body, built in one allocation.
+   */
   frame (format: Format, seq: number): Buffer {
     return format === 'json' ? this.#jsonFrame(seq) : this.#msgpackFrame(seq)
   }
@@ -49,9 +53,11 @@ export class OutboundEvent {
       CLOSE_BRACE
     ])
     const head = `{"op":"event","seq":${seq}`
-    const frame = Buffer.allocUnsafe(head.length + this.#jsonBody.length)
-    frame.write(head, 0, 'latin1')
-    this.#jsonBody.copy(frame, head.length)
+    const payloadLength = head.length + this.#jsonBody.length
+    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
+    const at = writeHeader(frame, false, payloadLength)
+    frame.write(head, at, 'latin1')
+    this.#jsonBody.copy(frame, at + head.length)
     return frame
   }
 
@@ -63,11 +69,13 @@ export class OutboundEvent {
       id: this.id,
       data: JSON.parse(this.#message.payload.toString('utf8')) as unknown
     }).subarray(1)
-    const seqBytes = msgpackUint(seq)
-    const frame = Buffer.allocUnsafe(MSGPACK_HEAD.length + seqBytes.length + this.#msgpackBody.length)
-    MSGPACK_HEAD.copy(frame, 0)
-    seqBytes.copy(frame, MSGPACK_HEAD.length)
-    this.#msgpackBody.copy(frame, MSGPACK_HEAD.length + seqBytes.length)
+    const seqLength = msgpackUintLength(seq)
+    const payloadLength = MSGPACK_HEAD.length + seqLength + this.#msgpackBody.length
+    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
+    const at = writeHeader(frame, true, payloadLength)
+    MSGPACK_HEAD.copy(frame, at)
+    writeMsgpackUint(frame, at + MSGPACK_HEAD.length, seq)
+    this.#msgpackBody.copy(frame, at + MSGPACK_HEAD.length + seqLength)
     return frame
   }
 }
@@ -76,29 +84,30 @@ const CLOSE_BRACE = Buffer.from('}')
 // fixmap of 5 entries, "op": "event", "seq": (the uint follows)
 const MSGPACK_HEAD = Buffer.from([0x85, 0xa2, 0x6f, 0x70, 0xa5, 0x65, 0x76, 0x65, 0x6e, 0x74, 0xa3, 0x73, 0x65, 0x71])
 
-function msgpackUint (value: number): Buffer {
-  if (value < 0x80) return Buffer.from([value])
-  if (value < 0x10000) {
-    const bytes = Buffer.allocUnsafe(3)
-    bytes[0] = 0xcd
-    bytes.writeUInt16BE(value, 1)
-    return bytes
-  }
-  if (value < 0x100000000) {
-    const bytes = Buffer.allocUnsafe(5)
-    bytes[0] = 0xce
-    bytes.writeUInt32BE(value, 1)
-    return bytes
-  }
-  const bytes = Buffer.allocUnsafe(9)
-  bytes[0] = 0xcf
-  bytes.writeBigUInt64BE(BigInt(value), 1)
-  return bytes
+function msgpackUintLength (value: number): number {
+  return value < 0x80 ? 1 : value < 0x10000 ? 3 : value < 0x100000000 ? 5 : 9
 }
 
-/** Encodes a control message (hello, ok, error, expiring). */
-export function encodeMessage (format: Format, message: Record<string, unknown>): Buffer | string {
-  return format === 'json' ? JSON.stringify(message) : packr.pack(message)
+function writeMsgpackUint (target: Buffer, at: number, value: number): void {
+  if (value < 0x80) {
+    target[at] = value
+  } else if (value < 0x10000) {
+    target[at] = 0xcd
+    target.writeUInt16BE(value, at + 1)
+  } else if (value < 0x100000000) {
+    target[at] = 0xce
+    target.writeUInt32BE(value, at + 1)
+  } else {
+    target[at] = 0xcf
+    target.writeBigUInt64BE(BigInt(value), at + 1)
+  }
+}
+
+/** A control message (hello, ok, error, expiring) as a whole WebSocket frame. */
+export function controlFrame (format: Format, message: Record<string, unknown>): Buffer {
+  return format === 'json'
+    ? wsFrame(Buffer.from(JSON.stringify(message)), false)
+    : wsFrame(packr.pack(message), true)
 }
 
 /** Decodes one inbound frame; throws on anything that is not a well-formed frame of the connection's format. */

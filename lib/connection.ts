@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
-import type { RawData, WebSocket } from 'ws'
-import { decodeMessage, encodeMessage, type Format, type OutboundEvent } from './codec.js'
+import { WebSocket, type RawData } from 'ws'
+import { controlFrame, decodeMessage, type Format, type OutboundEvent } from './codec.js'
+import { PendingQueue } from './pending-queue.js'
+import { payloadOf } from './ws-frame.js'
 import { CloseCode, type CloseCodeValue } from './close-codes.js'
 import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
 import { expiresAt } from './tokens.js'
@@ -50,21 +52,21 @@ export class Connection implements Subscriber {
   /** Last `seq` written, and last `seq` the client acknowledged. */
   #sent = 0
   #acked = 0
-  /** Events behind a full window, oldest first, from `#pendingHead` on. */
-  #pending: OutboundEvent[] = []
-  #pendingHead = 0
-  #pendingBytes = 0
+  /** Events behind a full window; created when the window first fills. */
+  #pending: PendingQueue | undefined
   #user: EventSocketUser
   readonly #host: ConnectionHost
   readonly #options: ResolvedOptions
+  /** The TCP socket, when frames may be written to it directly (no per-message compression). */
+  readonly #tcp: TcpSocket | undefined
   /** Subscribe, unsubscribe and auth run one after the other, in the order they arrived. */
-  #requests: Promise<void> = Promise.resolve()
+  #requests: Promise<void> | undefined
   #rateTokens: number
   #rateCheckedAt = Date.now()
   #badFrames = 0
   #badFramesSince = 0
-  #expiringDeadline: Deadline | undefined
-  #expiryDeadline: Deadline | undefined
+  /** The next token-lifetime step: the `expiring` notice, then the 4001 close. */
+  #expiryTimer: NodeJS.Timeout | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #closing = false
 
@@ -76,9 +78,12 @@ export class Connection implements Subscriber {
     this.#user = user
     this.format = format
     this.#rateTokens = host.options.rateBurst
-    socket.on('message', (data, isBinary) => this.#onFrame(data, isBinary))
-    socket.on('pong', () => { this.alive = true })
-    socket.once('close', () => this.#dispose())
+    this.#tcp = socket.extensions === '' ? tcpOf(socket) : undefined
+    // Listeners shared by all connections, so that each costs no closures.
+    ;(socket as OwnedSocket)[kConnection] = this
+    socket.on('message', onMessage)
+    socket.on('pong', onPong)
+    socket.on('close', onClose)
     this.#write({
       op: 'hello',
       v: 1,
@@ -98,7 +103,7 @@ export class Connection implements Subscriber {
 
   /** Events waiting behind the window. */
   get pendingCount (): number {
-    return this.#pending.length - this.#pendingHead
+    return this.#pending?.length ?? 0
   }
 
   /** Sends `event` now if the window allows, or queues it; a full queue makes this a slow consumer. */
@@ -108,9 +113,9 @@ export class Connection implements Subscriber {
       this.#sendEvent(event)
       return
     }
-    this.#pending.push(event)
-    this.#pendingBytes += event.size
-    if (this.pendingCount > this.#options.maxPendingEvents || this.#pendingBytes > this.#options.maxPendingBytes) {
+    const pending = (this.#pending ??= new PendingQueue())
+    pending.push(event)
+    if (pending.length > this.#options.maxPendingEvents || pending.bytes > this.#options.maxPendingBytes) {
       this.#slowConsumer('pending queue overflowed')
     }
   }
@@ -129,39 +134,39 @@ export class Connection implements Subscriber {
   close (code: CloseCodeValue, reason: string): void {
     if (this.#closing) return
     this.#closing = true
-    this.#clearPending()
+    this.#pending = undefined
     this.socket.close(code, reason)
     this.#graceTimer = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS)
   }
 
   #sendEvent (event: OutboundEvent): void {
     this.#sent++
-    this.#host.cork(this)
-    this.socket.send(event.frame(this.format, this.#sent), { binary: this.format === 'msgpack' })
+    this.#transmit(event.frame(this.format, this.#sent))
     this.#host.sent()
     // The window bounds events, not bytes: a peer that stopped reading at the
     // TCP level would otherwise pile its frames up in our memory.
     if (this.socket.bufferedAmount > this.#options.maxBufferedBytes) this.#slowConsumer('socket buffer overflowed')
   }
 
-  #drain (): void {
-    while (this.pendingCount > 0 && this.#sent - this.#acked < this.#options.window && !this.#closing) {
-      const event = this.#pending[this.#pendingHead]!
-      this.#pending[this.#pendingHead++] = undefined as unknown as OutboundEvent
-      this.#pendingBytes -= event.size
-      this.#sendEvent(event)
-    }
-    if (this.pendingCount === 0) this.#clearPending()
-    else if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
-      this.#pending = this.#pending.slice(this.#pendingHead)
-      this.#pendingHead = 0
+  /** Writes a whole WebSocket frame, straight to TCP when ws would only re-frame it. */
+  #transmit (frame: Buffer): void {
+    this.#host.cork(this)
+    if (this.#tcp === undefined) {
+      this.socket.send(payloadOf(frame), { binary: this.format === 'msgpack' })
+    } else if (this.socket.readyState === WebSocket.OPEN) {
+      // Without compression ws's sender never queues, so these writes stay
+      // in order with the pings and the close frame it writes itself.
+      this.#tcp.write(frame)
     }
   }
 
-  #clearPending (): void {
-    this.#pending = []
-    this.#pendingHead = 0
-    this.#pendingBytes = 0
+  #drain (): void {
+    const pending = this.#pending
+    if (pending === undefined) return
+    while (pending.length > 0 && this.#sent - this.#acked < this.#options.window && !this.#closing) {
+      this.#sendEvent(pending.shift()!)
+    }
+    if (pending.length === 0) this.#pending = undefined
   }
 
   #slowConsumer (why: string): void {
@@ -172,11 +177,11 @@ export class Connection implements Subscriber {
 
   #write (message: Record<string, unknown>): void {
     if (this.#closing) return
-    this.#host.cork(this)
-    this.socket.send(encodeMessage(this.format, message), { binary: this.format === 'msgpack' })
+    this.#transmit(controlFrame(this.format, message))
   }
 
-  #onFrame (data: RawData, isBinary: boolean): void {
+  /** One inbound WebSocket message. */
+  receive (data: RawData, isBinary: boolean): void {
     if (this.#closing) return
     if (!this.#withinRate()) {
       this.close(CloseCode.RateLimited, 'rate limit exceeded')
@@ -207,7 +212,7 @@ export class Connection implements Subscriber {
       if (this.#onAck(parsed.seq)) this.#rateTokens = Math.min(this.#options.rateBurst, this.#rateTokens + 1)
       return
     }
-    this.#requests = this.#requests.then(() => this.#handle(parsed)).catch((err: unknown) => {
+    this.#requests = (this.#requests ?? Promise.resolve()).then(() => this.#handle(parsed)).catch((err: unknown) => {
       this.#host.log.error({ err, session: this.session }, 'event socket request failed')
       this.#refuse({ code: 'INTERNAL', message: 'internal error', id: parsed.id })
     })
@@ -325,42 +330,58 @@ export class Connection implements Subscriber {
   }
 
   #armExpiry (): void {
-    this.#cancelExpiry()
+    clearTimeout(this.#expiryTimer)
     const at = expiresAt(this.#user)
     if (at === null) return
-    this.#expiringDeadline = new Deadline(at - this.#options.expiryNoticeMs, () => this.#write({ op: 'expiring', expiresAt: at }))
-    this.#expiryDeadline = new Deadline(at, () => this.close(CloseCode.TokenExpired, 'token expired'))
+    const expire = (): void => this.close(CloseCode.TokenExpired, 'token expired')
+    const notify = (): void => {
+      this.#write({ op: 'expiring', expiresAt: at })
+      this.#schedule(at, expire)
+    }
+    this.#schedule(at - this.#options.expiryNoticeMs, notify)
   }
 
-  #cancelExpiry (): void {
-    this.#expiringDeadline?.cancel()
-    this.#expiryDeadline?.cancel()
+  /** Runs `fire` at epoch-ms `at`, however far away (re-armed past setTimeout's limit). */
+  #schedule (at: number, fire: () => void): void {
+    const delay = at - Date.now()
+    this.#expiryTimer = delay > MAX_TIMER_MS
+      ? setTimeout(() => this.#schedule(at, fire), MAX_TIMER_MS)
+      : setTimeout(fire, Math.max(0, delay))
   }
 
-  #dispose (): void {
+  /** The socket closed, whoever closed it. */
+  dispose (): void {
     this.#closing = true
-    this.#cancelExpiry()
+    clearTimeout(this.#expiryTimer)
     clearTimeout(this.#graceTimer)
-    this.#clearPending()
+    this.#pending = undefined
     this.#host.closed(this)
   }
 }
 
-/** A timeout that fires at the epoch-ms `at`, however far away (re-armed past setTimeout's limit). */
-class Deadline {
-  #timer: NodeJS.Timeout
+const kConnection = Symbol('evsock connection')
 
-  constructor (at: number, fire: () => void) {
-    const arm = (): NodeJS.Timeout => {
-      const delay = at - Date.now()
-      return delay > MAX_TIMER_MS
-        ? setTimeout(() => { this.#timer = arm() }, MAX_TIMER_MS)
-        : setTimeout(fire, Math.max(0, delay))
-    }
-    this.#timer = arm()
-  }
+type OwnedSocket = WebSocket & { [kConnection]: Connection }
 
-  cancel (): void {
-    clearTimeout(this.#timer)
-  }
+function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
+  (this as OwnedSocket)[kConnection].receive(data, isBinary)
+}
+
+function onPong (this: WebSocket): void {
+  (this as OwnedSocket)[kConnection].alive = true
+}
+
+function onClose (this: WebSocket): void {
+  (this as OwnedSocket)[kConnection].dispose()
+}
+
+interface TcpSocket {
+  write (chunk: Buffer): boolean
+}
+
+// ws keeps its net.Socket private; writing whole frames to it saves ws
+// framing each payload a second time. Absent (a future ws), ws.send is used.
+function tcpOf (socket: WebSocket): TcpSocket | undefined {
+  const tcp = (socket as unknown as { _socket?: Partial<TcpSocket> })._socket
+  return typeof tcp?.write === 'function' ? tcp as TcpSocket : undefined
 }

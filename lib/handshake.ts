@@ -27,9 +27,11 @@ const admissions = new WeakMap<FastifyRequest, Admission>()
 const queryTokens = new WeakMap<IncomingMessage, string>()
 const QUERY_TOKEN = 'access_token'
 
-/** What the handshake decided for an upgraded request. */
-export function admissionOf (request: FastifyRequest): Admission | undefined {
-  return admissions.get(request)
+/** What the handshake decided for an upgraded request; handed over once, then forgotten. */
+export function takeAdmission (request: FastifyRequest): Admission | undefined {
+  const admission = admissions.get(request)
+  admissions.delete(request)
+  return admission
 }
 
 export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount }: HandshakeDeps) {

@@ -2,8 +2,8 @@ import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
-import { BadOptionError, UpgradeRequiredError } from './errors.js'
-import { admissionOf, createHandshakeHook } from './handshake.js'
+import { BadOptionError, ClosedError, UpgradeRequiredError } from './errors.js'
+import { takeAdmission, createHandshakeHook } from './handshake.js'
 import { Hub, type EventSocketHealth, type EventSocketStats } from './hub.js'
 import { MemoryBus } from './bus/memory.js'
 import { resolveOptions, type EventSocketOptions, type ResolvedOptions } from './options.js'
@@ -44,7 +44,11 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     await fastify.register(fastifyWebsocket, {
       options: {
         maxPayload: options.maxMessageBytes,
-        perMessageDeflate: options.compression ? { threshold: 1024 } : false
+        // Without no-context-takeover ws ignores the threshold, and every
+        // connection keeps a zlib context (~200 KB) even while idle.
+        perMessageDeflate: options.compression
+          ? { threshold: 1024, serverNoContextTakeover: true, clientNoContextTakeover: true }
+          : false
       },
       preClose (done) {
         hub.close().then(() => done(), done)
@@ -60,7 +64,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     onRequest: createHandshakeHook(fastify, { options, connectionCount: () => hub.connectionCount }),
     handler: async () => { throw new UpgradeRequiredError() },
     wsHandler: (socket, request) => {
-      const admission = admissionOf(request)
+      const admission = takeAdmission(request)
       // The onRequest hook admitted every request that reaches this handler.
       if (admission === undefined) throw new Error('event socket upgraded without an admission')
       hub.accept(socket, request, admission)
@@ -69,6 +73,9 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 
   fastify.decorate('publish', async function publish (topic, data, publishOptions) {
     const message = toBusMessage(topic, data, publishOptions, options.maxEventBytes)
+    // Once shutdown has begun an event could resolve here yet reach none of
+    // this instance's sockets (they are closing): refuse it, so the caller can retry elsewhere.
+    if (hub.closing) throw new ClosedError()
     await bus.publish(message)
     hub.published()
     return { id: message.id }

@@ -219,3 +219,19 @@ t.test('MessagePack frames decode with the same fields, and a text frame on a Me
   await server.app.publish('m.x', { big: 2 ** 40, text: 'ü' })
   t.same((await client.next((m) => m.op === 'event')).data, { big: 2 ** 40, text: 'ü' })
 })
+
+t.test('frames of every length class arrive intact, with and without permessage-deflate', async (t) => {
+  const sizes = [10, 200, 70_000, 150_000] // 7-bit, 16-bit and 64-bit WebSocket length fields
+  for (const compression of [false, true]) {
+    const server = await startServer(t, { compression })
+    for (const format of ['json', 'msgpack'] as const) {
+      const client = await openClient(t, server, { format })
+      t.equal(client.ws.extensions.includes('permessage-deflate'), compression, `${format}: deflate negotiated = ${compression}`)
+      await client.subscribe('size.*')
+      for (const size of sizes) await server.app.publish('size.x', { text: 'y'.repeat(size) })
+      await client.next(() => client.events().length === sizes.length)
+      t.same(client.events().map((e) => e.data.text.length), sizes, `${format}, compression ${compression}`)
+      t.same(client.events().map((e) => e.seq), [1, 2, 3, 4])
+    }
+  }
+})
