@@ -68,6 +68,11 @@ export class Hub implements ConnectionHost {
     return this.#connections.size
   }
 
+  /** Shutdown has begun: sockets are closing with 1001 and no new event can reach them. */
+  get closing (): boolean {
+    return this.#closing
+  }
+
   accept (socket: WebSocket, request: FastifyRequest, { user, format }: Admission): void {
     if (this.#closing) {
       socket.close(CloseCode.GoingAway, 'server shutting down')
