@@ -3,9 +3,9 @@ import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
 // The two wire formats of PROTOCOL.md section 2. An event's body (topic, id,
-// data, pos) is encoded once per format, lazily, the first time a connection
-// of that format receives it; each connection then only writes the small
-// envelope in front of it (`op` and its own `seq`).
+// data) is encoded once per format, lazily, the first time a connection of
+// that format receives it; each connection then only writes the WebSocket
+// header and the small envelope in front of it (`op` and its own `seq`).
 
 export type Format = 'json' | 'msgpack'
 
@@ -19,6 +19,10 @@ export const BEARER_PREFIX = 'bearer.'
 // Plain maps on both sides: records are a msgpackr extension other decoders lack.
 const packr = new Packr({ useRecords: false, variableMapSize: true })
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' })
+
+const JSON_HEAD = Buffer.from('{"op":"event","seq":')
+// fixmap of 5 entries, "op": "event", "seq": (the uint follows)
+const MSGPACK_HEAD = Buffer.from([0x85, 0xa2, 0x6f, 0x70, 0xa5, 0x65, 0x76, 0x65, 0x6e, 0x74, 0xa3, 0x73, 0x65, 0x71])
 
 /** One outbound event, shared by every connection it goes to. */
 export class OutboundEvent {
@@ -37,70 +41,100 @@ export class OutboundEvent {
     this.size = message.payload.length
   }
 
-  /**
-   * The whole WebSocket frame for one connection: header, a fresh envelope
-   * with its `seq`, then the shared body, built in one allocation.
-   */
-  frame (format: Format, seq: number): Buffer {
-    return format === 'json' ? this.#jsonFrame(seq) : this.#msgpackFrame(seq)
+  /** Bytes of this event's whole WebSocket frame with `seq`. */
+  frameLength (format: Format, seq: number): number {
+    const payloadLength = this.#envelopeLength(format, seq) + this.#body(format).length
+    return headerLength(payloadLength) + payloadLength
   }
 
-  #jsonFrame (seq: number): Buffer {
-    // The payload already is JSON, so it is spliced in as bytes, never re-parsed.
-    this.#jsonBody ??= Buffer.concat([
-      Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},"data":`),
-      this.#message.payload,
-      CLOSE_BRACE
-    ])
-    const head = `{"op":"event","seq":${seq}`
-    const payloadLength = head.length + this.#jsonBody.length
-    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
-    const at = writeHeader(frame, false, payloadLength)
-    frame.write(head, at, 'latin1')
-    this.#jsonBody.copy(frame, at + head.length)
+  /** Writes the whole frame with `seq` into `target` at `at`; returns the offset after it. */
+  writeFrame (target: Buffer, at: number, format: Format, seq: number): number {
+    const body = this.#body(format)
+    const envelopeLength = this.#envelopeLength(format, seq)
+    at = writeHeader(target, at, format === 'msgpack', envelopeLength + body.length)
+    if (format === 'json') {
+      at += JSON_HEAD.copy(target, at)
+      at = writeDecimal(target, at, seq)
+    } else {
+      at += MSGPACK_HEAD.copy(target, at)
+      at = writeMsgpackUint(target, at, seq)
+    }
+    return at + body.copy(target, at)
+  }
+
+  /** The whole frame with `seq`, on its own. */
+  frame (format: Format, seq: number): Buffer {
+    const frame = Buffer.allocUnsafe(this.frameLength(format, seq))
+    this.writeFrame(frame, 0, format, seq)
     return frame
   }
 
-  #msgpackFrame (seq: number): Buffer {
+  #envelopeLength (format: Format, seq: number): number {
+    return format === 'json' ? JSON_HEAD.length + decimalDigits(seq) : MSGPACK_HEAD.length + msgpackUintLength(seq)
+  }
+
+  #body (format: Format): Buffer {
+    if (format === 'json') {
+      // The payload already is JSON, so it is spliced in as bytes, never re-parsed.
+      return (this.#jsonBody ??= Buffer.concat([
+        Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},"data":`),
+        this.#message.payload,
+        CLOSE_BRACE
+      ]))
+    }
     // A map's entries are concatenated key/value encodings after its header, so
     // the body is a packed {topic, id, data} without its one-byte fixmap header.
-    this.#msgpackBody ??= packr.pack({
+    return (this.#msgpackBody ??= packr.pack({
       topic: this.topic,
       id: this.id,
       data: JSON.parse(this.#message.payload.toString('utf8')) as unknown
-    }).subarray(1)
-    const seqLength = msgpackUintLength(seq)
-    const payloadLength = MSGPACK_HEAD.length + seqLength + this.#msgpackBody.length
-    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
-    const at = writeHeader(frame, true, payloadLength)
-    MSGPACK_HEAD.copy(frame, at)
-    writeMsgpackUint(frame, at + MSGPACK_HEAD.length, seq)
-    this.#msgpackBody.copy(frame, at + MSGPACK_HEAD.length + seqLength)
-    return frame
+    }).subarray(1))
   }
 }
 
 const CLOSE_BRACE = Buffer.from('}')
-// fixmap of 5 entries, "op": "event", "seq": (the uint follows)
-const MSGPACK_HEAD = Buffer.from([0x85, 0xa2, 0x6f, 0x70, 0xa5, 0x65, 0x76, 0x65, 0x6e, 0x74, 0xa3, 0x73, 0x65, 0x71])
+
+function decimalDigits (value: number): number {
+  let digits = 1
+  while (value >= 10) {
+    value = Math.floor(value / 10)
+    digits++
+  }
+  return digits
+}
+
+// Digits written in place: no string per frame.
+function writeDecimal (target: Buffer, at: number, value: number): number {
+  const end = at + decimalDigits(value)
+  for (let i = end - 1; i >= at; i--) {
+    target[i] = 0x30 + (value % 10)
+    value = Math.floor(value / 10)
+  }
+  return end
+}
 
 function msgpackUintLength (value: number): number {
   return value < 0x80 ? 1 : value < 0x10000 ? 3 : value < 0x100000000 ? 5 : 9
 }
 
-function writeMsgpackUint (target: Buffer, at: number, value: number): void {
+function writeMsgpackUint (target: Buffer, at: number, value: number): number {
   if (value < 0x80) {
     target[at] = value
-  } else if (value < 0x10000) {
+    return at + 1
+  }
+  if (value < 0x10000) {
     target[at] = 0xcd
     target.writeUInt16BE(value, at + 1)
-  } else if (value < 0x100000000) {
+    return at + 3
+  }
+  if (value < 0x100000000) {
     target[at] = 0xce
     target.writeUInt32BE(value, at + 1)
-  } else {
-    target[at] = 0xcf
-    target.writeBigUInt64BE(BigInt(value), at + 1)
+    return at + 5
   }
+  target[at] = 0xcf
+  target.writeBigUInt64BE(BigInt(value), at + 1)
+  return at + 9
 }
 
 /** A control message (hello, ok, error, expiring) as a whole WebSocket frame. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { WebSocket, type RawData } from 'ws'
-import { controlFrame, decodeMessage, type Format, type OutboundEvent } from './codec.js'
+import { controlFrame, decodeMessage, OutboundEvent, type Format } from './codec.js'
 import { PendingQueue } from './pending-queue.js'
 import { payloadOf } from './ws-frame.js'
 import { CloseCode, type CloseCodeValue } from './close-codes.js'
@@ -18,10 +18,10 @@ export interface ConnectionHost {
   subscribe (connection: Connection, pattern: string): Promise<void>
   unsubscribe (connection: Connection, pattern: string): void
   verify (token: string): Promise<EventSocketUser>
-  /** Holds the connection's writes until the end of this turn of the event loop, to send them together. */
-  cork (connection: Connection): void
-  /** A frame was written (for stats). */
-  sent (): void
+  /** Calls `connection.flush()` once this turn of the event loop is over, so that its frames leave together. */
+  schedule (connection: Connection): void
+  /** Event frames were written (for stats). */
+  sent (count: number): void
   /** A slow consumer is being closed (for stats). */
   slowConsumerClosed (): void
   closed (connection: Connection): void
@@ -47,8 +47,8 @@ export class Connection implements Subscriber {
   matchMark = 0
   /** Answered the last ping; cleared at each heartbeat. */
   alive = true
-  /** Its TCP socket is corked until the end of this turn of the event loop. */
-  corked = false
+  /** Waits for the host's end-of-turn flush. */
+  scheduled = false
   /** Last `seq` written, and last `seq` the client acknowledged. */
   #sent = 0
   #acked = 0
@@ -59,6 +59,9 @@ export class Connection implements Subscriber {
   readonly #options: ResolvedOptions
   /** The TCP socket, when frames may be written to it directly (no per-message compression). */
   readonly #tcp: TcpSocket | undefined
+  /** Frames of this turn of the event loop, in order; the events among them carry seqs from `#outboxSeq` on. */
+  #outbox: Array<OutboundEvent | Buffer> | undefined
+  #outboxSeq = 0
   /** Subscribe, unsubscribe and auth run one after the other, in the order they arrived. */
   #requests: Promise<void> | undefined
   #rateTokens: number
@@ -133,6 +136,7 @@ export class Connection implements Subscriber {
 
   close (code: CloseCodeValue, reason: string): void {
     if (this.#closing) return
+    this.flush()
     this.#closing = true
     this.#pending = undefined
     this.socket.close(code, reason)
@@ -141,23 +145,57 @@ export class Connection implements Subscriber {
 
   #sendEvent (event: OutboundEvent): void {
     this.#sent++
-    this.#transmit(event.frame(this.format, this.#sent))
-    this.#host.sent()
+    this.#enqueue(event, this.#sent)
+  }
+
+  #enqueue (entry: OutboundEvent | Buffer, seq: number): void {
+    if (this.#outbox === undefined) {
+      this.#outbox = []
+      this.#outboxSeq = seq
+      this.#host.schedule(this)
+    }
+    this.#outbox.push(entry)
+  }
+
+  /**
+   * Writes the frames of this turn: one buffer and one write on the direct
+   * path, since a write per frame costs more than building the frames.
+   */
+  flush (): void {
+    const outbox = this.#outbox
+    if (outbox === undefined) return
+    this.#outbox = undefined
+    // After our close frame nothing may follow; a peer's close made the socket unwritable.
+    if (this.#closing || this.socket.readyState !== WebSocket.OPEN) return
+    const { format } = this
+    let seq = this.#outboxSeq
+    let events = 0
+    if (this.#tcp !== undefined) {
+      let length = 0
+      for (const entry of outbox) length += entry instanceof OutboundEvent ? entry.frameLength(format, seq++) : entry.length
+      const batch = Buffer.allocUnsafe(length)
+      let at = 0
+      seq = this.#outboxSeq
+      for (const entry of outbox) {
+        if (entry instanceof OutboundEvent) {
+          at = entry.writeFrame(batch, at, format, seq++)
+          events++
+        } else at += entry.copy(batch, at)
+      }
+      // Without compression ws's sender never queues, so this write stays in
+      // order with the pings and the close frame ws writes itself.
+      this.#tcp.write(batch)
+    } else {
+      for (const entry of outbox) {
+        const isEvent = entry instanceof OutboundEvent
+        this.socket.send(payloadOf(isEvent ? entry.frame(format, seq++) : entry), { binary: format === 'msgpack' })
+        if (isEvent) events++
+      }
+    }
+    this.#host.sent(events)
     // The window bounds events, not bytes: a peer that stopped reading at the
     // TCP level would otherwise pile its frames up in our memory.
     if (this.socket.bufferedAmount > this.#options.maxBufferedBytes) this.#slowConsumer('socket buffer overflowed')
-  }
-
-  /** Writes a whole WebSocket frame, straight to TCP when ws would only re-frame it. */
-  #transmit (frame: Buffer): void {
-    this.#host.cork(this)
-    if (this.#tcp === undefined) {
-      this.socket.send(payloadOf(frame), { binary: this.format === 'msgpack' })
-    } else if (this.socket.readyState === WebSocket.OPEN) {
-      // Without compression ws's sender never queues, so these writes stay
-      // in order with the pings and the close frame it writes itself.
-      this.#tcp.write(frame)
-    }
   }
 
   #drain (): void {
@@ -177,7 +215,7 @@ export class Connection implements Subscriber {
 
   #write (message: Record<string, unknown>): void {
     if (this.#closing) return
-    this.#transmit(controlFrame(this.format, message))
+    this.#enqueue(controlFrame(this.format, message), this.#sent + 1)
   }
 
   /** One inbound WebSocket message. */

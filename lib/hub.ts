@@ -46,7 +46,7 @@ export class Hub implements ConnectionHost {
   readonly #index = new TopicIndex<Connection>()
   readonly #bindings: BindingQueue
   readonly #heartbeat: NodeJS.Timeout
-  #corked: Connection[] = []
+  #scheduled: Connection[] = []
   #closing = false
   #allClosed: (() => void) | undefined
   #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0 }
@@ -110,28 +110,25 @@ export class Hub implements ConnectionHost {
     return this.#verify(token)
   }
 
-  cork (connection: Connection): void {
-    // The frames a connection gets in one turn of the event loop leave in one
-    // write: cork its TCP socket now, uncork them all once the turn is over.
-    if (connection.corked) return
-    const tcp = rawSocket(connection.socket)
-    if (tcp === undefined) return
-    tcp.cork()
-    connection.corked = true
-    if (this.#corked.push(connection) === 1) setImmediate(this.#uncorkAll)
+  schedule (connection: Connection): void {
+    if (connection.scheduled) return
+    connection.scheduled = true
+    // setImmediate, not nextTick: events published across awaits in the same
+    // turn (a route handler's publishes) still leave in one write per socket.
+    if (this.#scheduled.push(connection) === 1) setImmediate(this.#flushAll)
   }
 
-  readonly #uncorkAll = (): void => {
-    const corked = this.#corked
-    this.#corked = []
-    for (const connection of corked) {
-      connection.corked = false
-      rawSocket(connection.socket)?.uncork()
+  readonly #flushAll = (): void => {
+    const scheduled = this.#scheduled
+    this.#scheduled = []
+    for (const connection of scheduled) {
+      connection.scheduled = false
+      connection.flush()
     }
   }
 
-  sent (): void {
-    this.#counters.eventsOut++
+  sent (count: number): void {
+    this.#counters.eventsOut += count
   }
 
   slowConsumerClosed (): void {
@@ -188,12 +185,6 @@ export class Hub implements ConnectionHost {
       for (const connection of this.#connections) connection.close(CloseCode.GoingAway, 'server shutting down')
       await allClosed
     }
-    this.#uncorkAll()
+    this.#flushAll()
   }
-}
-
-// ws keeps its net.Socket private; corking it is the only way to coalesce
-// frames into one write without re-implementing ws's framing.
-function rawSocket (socket: WebSocket): { cork: () => void, uncork: () => void } | undefined {
-  return (socket as unknown as { _socket?: { cork: () => void, uncork: () => void } })._socket
 }

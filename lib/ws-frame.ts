@@ -11,28 +11,28 @@ export function headerLength (payloadLength: number): number {
   return payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10
 }
 
-/** Writes the header at the start of `frame`; returns where the payload starts. */
-export function writeHeader (frame: Buffer, binary: boolean, payloadLength: number): number {
-  frame[0] = binary ? FIN_BINARY : FIN_TEXT
+/** Writes a header at `at` of `target`; returns where the payload starts. */
+export function writeHeader (target: Buffer, at: number, binary: boolean, payloadLength: number): number {
+  target[at] = binary ? FIN_BINARY : FIN_TEXT
   if (payloadLength < 126) {
-    frame[1] = payloadLength
-    return 2
+    target[at + 1] = payloadLength
+    return at + 2
   }
   if (payloadLength < 0x10000) {
-    frame[1] = 126
-    frame.writeUInt16BE(payloadLength, 2)
-    return 4
+    target[at + 1] = 126
+    target.writeUInt16BE(payloadLength, at + 2)
+    return at + 4
   }
-  frame[1] = 127
-  frame.writeUInt32BE(Math.floor(payloadLength / 0x100000000), 2)
-  frame.writeUInt32BE(payloadLength >>> 0, 6)
-  return 10
+  target[at + 1] = 127
+  target.writeUInt32BE(Math.floor(payloadLength / 0x100000000), at + 2)
+  target.writeUInt32BE(payloadLength >>> 0, at + 6)
+  return at + 10
 }
 
 /** A whole frame around `payload`. */
 export function frame (payload: Buffer, binary: boolean): Buffer {
   const result = Buffer.allocUnsafe(headerLength(payload.length) + payload.length)
-  payload.copy(result, writeHeader(result, binary, payload.length))
+  payload.copy(result, writeHeader(result, 0, binary, payload.length))
   return result
 }
 
