@@ -3,6 +3,7 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { WebSocket, type RawData } from 'ws'
 import { controlFrame, decodeMessage, OutboundEvent, type Format } from './codec.js'
 import { PendingQueue } from './pending-queue.js'
+import type { Deadlines } from './deadlines.js'
 import { payloadOf } from './ws-frame.js'
 import { CloseCode, type CloseCodeValue } from './close-codes.js'
 import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
@@ -25,10 +26,10 @@ export interface ConnectionHost {
   /** A slow consumer is being closed (for stats). */
   slowConsumerClosed (): void
   closed (connection: Connection): void
+  /** Token-lifetime deadlines of every connection, on one timer. */
+  readonly deadlines: Deadlines<Connection>
 }
 
-// setTimeout cannot wait longer than this; later deadlines are re-armed.
-const MAX_TIMER_MS = 2 ** 31 - 1
 // A peer that never answers our close frame is cut off after this long.
 const CLOSE_GRACE_MS = 2000
 // Error codes that mean the client sent something malformed (they count toward 4002).
@@ -62,14 +63,14 @@ export class Connection implements Subscriber {
   /** Frames of this turn of the event loop, in order; the events among them carry seqs from `#outboxSeq` on. */
   #outbox: Array<OutboundEvent | Buffer> | undefined
   #outboxSeq = 0
-  /** Subscribe, unsubscribe and auth run one after the other, in the order they arrived. */
-  #requests: Promise<void> | undefined
+  /** Subscribe, unsubscribe and auth waiting their turn: they run one after the other, in arrival order. */
+  #requests: Array<Exclude<ClientRequest, { op: 'ack' }>> | undefined
   #rateTokens: number
   #rateCheckedAt = Date.now()
   #badFrames = 0
   #badFramesSince = 0
-  /** The next token-lifetime step: the `expiring` notice, then the 4001 close. */
-  #expiryTimer: NodeJS.Timeout | undefined
+  /** When the next token-lifetime step is due (the `expiring` notice, then the 4001 close), epoch ms. */
+  #deadline: number | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #closing = false
 
@@ -250,10 +251,25 @@ export class Connection implements Subscriber {
       if (this.#onAck(parsed.seq)) this.#rateTokens = Math.min(this.#options.rateBurst, this.#rateTokens + 1)
       return
     }
-    this.#requests = (this.#requests ?? Promise.resolve()).then(() => this.#handle(parsed)).catch((err: unknown) => {
-      this.#host.log.error({ err, session: this.session }, 'event socket request failed')
-      this.#refuse({ code: 'INTERNAL', message: 'internal error', id: parsed.id })
-    })
+    if (this.#requests !== undefined) {
+      this.#requests.push(parsed)
+      return
+    }
+    this.#requests = [parsed]
+    this.#process(this.#requests).catch(() => {})
+  }
+
+  async #process (queue: Array<Exclude<ClientRequest, { op: 'ack' }>>): Promise<void> {
+    for (let request = queue.shift(); request !== undefined; request = queue.shift()) {
+      try {
+        await this.#handle(request)
+      } catch (err) {
+        this.#host.log.error({ err, session: this.session }, 'event socket request failed')
+        this.#refuse({ code: 'INTERNAL', message: 'internal error', id: request.id })
+      }
+    }
+    // Gone once idle: most connections subscribe once and never ask again.
+    this.#requests = undefined
   }
 
   /** Returns true when the ack moved the window forward. */
@@ -368,29 +384,34 @@ export class Connection implements Subscriber {
   }
 
   #armExpiry (): void {
-    clearTimeout(this.#expiryTimer)
+    this.#setDeadline(undefined)
     const at = expiresAt(this.#user)
-    if (at === null) return
-    const expire = (): void => this.close(CloseCode.TokenExpired, 'token expired')
-    const notify = (): void => {
-      this.#write({ op: 'expiring', expiresAt: at })
-      this.#schedule(at, expire)
-    }
-    this.#schedule(at - this.#options.expiryNoticeMs, notify)
+    if (at !== null) this.#setDeadline(at - this.#options.expiryNoticeMs)
   }
 
-  /** Runs `fire` at epoch-ms `at`, however far away (re-armed past setTimeout's limit). */
-  #schedule (at: number, fire: () => void): void {
-    const delay = at - Date.now()
-    this.#expiryTimer = delay > MAX_TIMER_MS
-      ? setTimeout(() => this.#schedule(at, fire), MAX_TIMER_MS)
-      : setTimeout(fire, Math.max(0, delay))
+  #setDeadline (at: number | undefined): void {
+    if (this.#deadline !== undefined) this.#host.deadlines.delete(this.#deadline, this)
+    this.#deadline = at
+    if (at !== undefined) this.#host.deadlines.add(at, this)
+  }
+
+  /** The host's deadline for this connection came: send the notice, or close at expiry. */
+  deadlineReached (): void {
+    this.#deadline = undefined
+    const at = expiresAt(this.#user)
+    if (at === null || this.#closing) return
+    if (Date.now() < at) {
+      this.#write({ op: 'expiring', expiresAt: at })
+      this.#setDeadline(at)
+    } else {
+      this.close(CloseCode.TokenExpired, 'token expired')
+    }
   }
 
   /** The socket closed, whoever closed it. */
   dispose (): void {
     this.#closing = true
-    clearTimeout(this.#expiryTimer)
+    this.#setDeadline(undefined)
     clearTimeout(this.#graceTimer)
     this.#pending = undefined
     this.#host.closed(this)

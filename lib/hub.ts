@@ -4,6 +4,7 @@ import { BindingQueue } from './bindings.js'
 import { CloseCode } from './close-codes.js'
 import { OutboundEvent } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
+import { Deadlines } from './deadlines.js'
 import { TopicIndex } from './topic-index.js'
 import type { Admission } from './handshake.js'
 import type { Bus, BusHealth, BusMessage } from './bus/types.js'
@@ -46,6 +47,7 @@ export class Hub implements ConnectionHost {
   readonly #index = new TopicIndex<Connection>()
   readonly #bindings: BindingQueue
   readonly #heartbeat: NodeJS.Timeout
+  readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
   #scheduled: Connection[] = []
   #closing = false
   #allClosed: (() => void) | undefined
@@ -180,6 +182,7 @@ export class Hub implements ConnectionHost {
   async close (): Promise<void> {
     this.#closing = true
     clearInterval(this.#heartbeat)
+    this.deadlines.close()
     if (this.#connections.size > 0) {
       const allClosed = new Promise<void>((resolve) => { this.#allClosed = resolve })
       for (const connection of this.#connections) connection.close(CloseCode.GoingAway, 'server shutting down')

@@ -1,0 +1,50 @@
+import t from 'tap'
+import { Deadlines } from '../lib/deadlines.js'
+import { delay } from './helpers/server.js'
+
+t.test('deadlines fire in time order, each once, at or after their time', async (t) => {
+  const fired: Array<[string, number, number]> = []
+  const deadlines = new Deadlines<string>((item, at) => fired.push([item, at, Date.now()]))
+  const now = Date.now()
+  deadlines.add(now + 60, 'c')
+  deadlines.add(now + 20, 'a')
+  deadlines.add(now + 40, 'b')
+  deadlines.add(now + 20, 'a2')
+  deadlines.add(now + 40, 'gone')
+  deadlines.delete(now + 40, 'gone')
+  await delay(120)
+  t.same(fired.map(([item]) => item), ['a', 'a2', 'b', 'c'])
+  for (const [item, at, firedAt] of fired) t.ok(firedAt >= at, `${item} not early`)
+  deadlines.close()
+})
+
+t.test('an earlier deadline added later re-arms the timer', async (t) => {
+  const fired: string[] = []
+  const deadlines = new Deadlines<string>((item) => fired.push(item))
+  deadlines.add(Date.now() + 10_000, 'late')
+  deadlines.add(Date.now() + 10, 'soon')
+  await delay(60)
+  t.same(fired, ['soon'])
+  deadlines.close()
+})
+
+t.test('a deadline past setTimeout\'s limit does not fire early', async (t) => {
+  const fired: string[] = []
+  const deadlines = new Deadlines<string>((item) => fired.push(item))
+  deadlines.add(Date.now() + 2 ** 31 + 5000, 'far')
+  await delay(30)
+  t.same(fired, [])
+  deadlines.close()
+})
+
+t.test('many deadlines in random order come out sorted', async (t) => {
+  const fired: number[] = []
+  const deadlines = new Deadlines<number>((_item, at) => fired.push(at))
+  const base = Date.now() - 1000
+  const times = Array.from({ length: 500 }, () => base + Math.floor(Math.random() * 900))
+  times.forEach((at, i) => deadlines.add(at, i))
+  await delay(20)
+  t.equal(fired.length, 500)
+  t.same(fired, [...fired].sort((a, b) => a - b))
+  deadlines.close()
+})
