@@ -6,6 +6,7 @@ import { render, save, type Run } from './lib/report.js'
 import { markdown } from './lib/table.js'
 import type { Context, ScenarioResult } from './lib/results.js'
 import { fanout } from './scenarios/fanout.js'
+import { fastpath } from './scenarios/fastpath.js'
 import { handshake } from './scenarios/handshake.js'
 import { latency } from './scenarios/latency.js'
 import { memory } from './scenarios/memory.js'
@@ -15,6 +16,7 @@ import { window } from './scenarios/window.js'
 
 const scenarios: Record<ScenarioName, (context: Context) => Promise<ScenarioResult>> = {
   fanout,
+  fastpath,
   latency,
   memory,
   handshake,

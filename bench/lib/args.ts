@@ -1,7 +1,7 @@
 // Command line: `npm run bench -- [scenario ...] [--option value ...]`.
 import { parseArgs } from 'node:util'
 
-export const SCENARIOS = ['fanout', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window'] as const
+export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window'] as const
 export type ScenarioName = typeof SCENARIOS[number]
 
 export interface BenchArgs {
