@@ -1,4 +1,5 @@
 import { Packr, Unpackr } from 'msgpackr'
+import { subprotocols, type Format } from './client/protocol.js'
 import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
@@ -7,14 +8,12 @@ import type { BusMessage } from './bus/types.js'
 // that format receives it; each connection then only writes the WebSocket
 // header and the small envelope in front of it (`op` and its own `seq`).
 
-export type Format = 'json' | 'msgpack'
+export type { Format }
 
-export const subprotocols: Readonly<Record<string, Format>> = {
-  'evsock.v1.json': 'json',
-  'evsock.v1.msgpack': 'msgpack'
-}
-
-export const BEARER_PREFIX = 'bearer.'
+/** Format by subprotocol name; the names are the client's, so both sides read them from one place. */
+export const formatsBySubprotocol: ReadonlyMap<string, Format> = new Map(
+  Object.entries(subprotocols).map(([format, name]) => [name, format as Format])
+)
 
 // Plain maps on both sides: records are a msgpackr extension other decoders lack.
 const packr = new Packr({ useRecords: false, variableMapSize: true })

@@ -5,7 +5,7 @@ import { controlFrame, decodeMessage, OutboundEvent, type Format } from './codec
 import { PendingQueue } from './pending-queue.js'
 import type { Deadlines } from './deadlines.js'
 import { payloadOf } from './ws-frame.js'
-import { CloseCode, type CloseCodeValue } from './close-codes.js'
+import { CloseCode, type CloseCodeValue } from './client/close-codes.js'
 import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
 import { expiresAt } from './tokens.js'
 import type { Subscriber } from './topic-index.js'

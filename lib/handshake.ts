@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import {
   BusyError, ForbiddenOriginError, HandshakeRateLimitedError, NoTokenError, UnsupportedProtocolError
 } from './errors.js'
-import { BEARER_PREFIX, subprotocols, type Format } from './codec.js'
+import { BEARER_PREFIX, subprotocols } from './client/protocol.js'
+import { formatsBySubprotocol, type Format } from './codec.js'
 import { verifyToken } from './tokens.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
@@ -65,7 +66,7 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
 
     // ws answers with the first offered subprotocol; leave it only the chosen
     // format, so the bearer token is never echoed back in the response.
-    if (offered.length > 0) request.raw.headers['sec-websocket-protocol'] = formatProtocol(format)
+    if (offered.length > 0) request.raw.headers['sec-websocket-protocol'] = subprotocols[format]
     admissions.set(request, { user, format })
   }
 }
@@ -92,14 +93,10 @@ function negotiate (offered: string[]): { format: Format, token: string | undefi
   let token: string | undefined
   for (const entry of offered) {
     if (entry.startsWith(BEARER_PREFIX)) token ??= entry.slice(BEARER_PREFIX.length)
-    else format ??= subprotocols[entry]
+    else format ??= formatsBySubprotocol.get(entry)
   }
   if (format === undefined && offered.length > 0) throw new UnsupportedProtocolError()
   return { format: format ?? 'json', token }
-}
-
-function formatProtocol (format: Format): string {
-  return format === 'json' ? 'evsock.v1.json' : 'evsock.v1.msgpack'
 }
 
 function headerToken (request: FastifyRequest): string | undefined {

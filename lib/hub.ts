@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 import { BindingQueue } from './bindings.js'
-import { CloseCode } from './close-codes.js'
+import { CloseCode } from './client/close-codes.js'
 import { OutboundEvent } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
 import { Deadlines } from './deadlines.js'

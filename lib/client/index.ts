@@ -1,4 +1,5 @@
 import { AckTracker } from './acks.js'
+import { CloseCode } from './close-codes.js'
 import { backoffDelay, saturatedAttempt, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
 import { EventSocketClientError } from './errors.js'
@@ -82,8 +83,7 @@ const defaultAckDelayMs = 50
 const OPEN = 1 // WebSocket.OPEN, which a constructor passed in need not expose statically.
 
 /** Close codes after which the client waits out a full backoff ceiling: the server said it is sending too much. */
-const penaltyCloses = new Set([4002, 4029])
-const TOKEN_EXPIRED_CLOSE = 4001
+const penaltyCloses = new Set<number>([CloseCode.TooManyBadFrames, CloseCode.RateLimited])
 /** Handshake statuses that no retry can fix. */
 const finalStatuses = new Set([400, 403])
 
@@ -392,7 +392,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
   #afterOpenClose (code: number): boolean {
     // A connection that stayed up for a while proves the server healthy again.
     if (Date.now() - this.#openedAt >= this.#backoff.maxDelayMs) this.#attempt = 0
-    if (code === TOKEN_EXPIRED_CLOSE) this.#tokenStale = true
+    if (code === CloseCode.TokenExpired) this.#tokenStale = true
     if (penaltyCloses.has(code)) this.#attempt = Math.max(this.#attempt, saturatedAttempt(this.#backoff))
     return true
   }
