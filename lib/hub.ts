@@ -50,6 +50,7 @@ export class Hub implements ConnectionHost {
   readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
   #scheduled: Connection[] = []
   #closing = false
+  #closed: Promise<void> | undefined
   #allClosed: (() => void) | undefined
   #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0 }
 
@@ -179,7 +180,13 @@ export class Hub implements ConnectionHost {
   }
 
   /** Closes every connection with 1001 and resolves once all are gone. */
-  async close (): Promise<void> {
+  close (): Promise<void> {
+    // preClose and onClose both call this; the second call waits for the first.
+    this.#closed ??= this.#closeAll()
+    return this.#closed
+  }
+
+  async #closeAll (): Promise<void> {
     this.#closing = true
     clearInterval(this.#heartbeat)
     this.deadlines.close()
