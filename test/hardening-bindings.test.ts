@@ -1,0 +1,258 @@
+import t, { type Test } from 'tap'
+import WebSocket from 'ws'
+import { brokerOptions, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { delay, openClient, startServer, type Message, type TestServer } from './helpers/server.js'
+
+// Storms and churn on the real RabbitMQ (issue 6, with issue 3's bindings):
+// hardening-flood and hardening-leaks prove the topic index stays bounded and
+// empties (stats().patterns); these count what the broker itself holds. Each
+// test has an exchange of its own (brokerOptions), so the bindings listed for
+// it are exactly this test's server's.
+
+interface Binding { queue: string, key: string }
+
+/** The broker's bindings whose source is `exchange` (rabbitmqctl takes ~0.3-1 s: call it sparingly). */
+async function bindingsOf (exchange: string): Promise<Binding[]> {
+  const out = await rabbitmqctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
+  const found: Binding[] = []
+  for (const line of out.split('\n')) {
+    const [source, queue, key] = line.split('\t')
+    if (source === exchange && queue !== undefined && key !== undefined) found.push({ queue, key })
+  }
+  return found
+}
+
+const sorted = (keys: Iterable<string>): string[] => [...keys].sort()
+
+/**
+ * Polls the broker until `exchange` has exactly the routing keys `expected`
+ * (unbinds are asynchronous), then asserts it: on a timeout the assertion
+ * fails with what the broker still holds. Unbinds normally land well
+ * within a second; the timeout only bounds how long a failure takes.
+ */
+async function brokerSettles (t: Test, exchange: string, expected: string[], what: string, timeoutMs = 8000): Promise<{ found: Binding[], settled: boolean }> {
+  const want = JSON.stringify(sorted(expected))
+  let latest: Binding[] | undefined
+  const stop = new AbortController()
+  const poll = (async () => {
+    while (!stop.signal.aborted) {
+      latest = await bindingsOf(exchange)
+      if (JSON.stringify(sorted(latest.map((b) => b.key))) === want) return
+      await delay(100)
+    }
+  })()
+  try {
+    await waitFor(() => latest !== undefined && JSON.stringify(sorted(latest.map((b) => b.key))) === want, what, timeoutMs)
+  } catch {
+    // Reported by the assertion below, with the bindings left over.
+  } finally {
+    stop.abort()
+    await poll
+  }
+  const found = latest ?? []
+  return { found, settled: t.same(sorted(found.map((b) => b.key)), sorted(expected), what) }
+}
+
+/** Samples the exchange's binding count in the background until stopped; one call at a time. */
+function sampler (exchange: string, pauseMs = 150): { samples: number[], stop: () => Promise<void> } {
+  const samples: number[] = []
+  const stop = new AbortController()
+  const running = (async () => {
+    while (!stop.signal.aborted) {
+      samples.push((await bindingsOf(exchange)).length)
+      await delay(pauseMs)
+    }
+  })()
+  return { samples, stop: async () => { stop.abort(); await running } }
+}
+
+/** A small seeded PRNG (mulberry32), so that a failing storm can be replayed exactly. */
+function random (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let r = Math.imul(a ^ (a >>> 15), 1 | a)
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+if (await requireBroker(t)) {
+  t.test('a subscribe/unsubscribe storm keeps the broker\'s bindings within maxSubscriptions + 1 and leaves only the quiet client\'s', async (t) => {
+    const MAX = 20
+    const broker = brokerOptions(t)
+    // The rate limit is raised so that the storm really runs; the default one is tested below.
+    const server = await startServer(t, { broker, rateLimit: 100_000, rateBurst: 100_000, maxSubscriptions: MAX })
+    const quiet = await openClient(t, server, { sub: 'quiet' })
+    const stormer = await openClient(t, server, { sub: 'storm' })
+    t.equal((await quiet.subscribe('quiet.*')).op, 'ok')
+    const [quietBinding] = (await brokerSettles(t, broker.exchange, ['quiet.*'], 'before the storm: the quiet client\'s pattern alone')).found
+
+    // 150 distinct patterns of several shapes, and a model of what the server must answer.
+    const pool = Array.from({ length: 150 }, (_, i) => [`storm.p${i}.#`, `storm.*.p${i}`, `storm.p${i}`][i % 3] as string)
+    const seed = Number(process.env.STORM_SEED ?? 0x5eed)
+    const rand = random(seed)
+    const pick = (): string => pool[Math.floor(rand() * pool.length)] as string
+    const held = new Set<string>()
+    const expected = new Map<number, string>() // id -> 'ok' | error code
+    let id = 1_000_000
+    const sub = (pattern: string): void => {
+      const answer = held.has(pattern) || held.size < MAX ? 'ok' : 'TOO_MANY_SUBSCRIPTIONS'
+      if (answer === 'ok') held.add(pattern)
+      expected.set(++id, answer)
+      stormer.send({ op: 'sub', id, topic: pattern })
+    }
+    const unsub = (pattern: string): void => {
+      held.delete(pattern)
+      expected.set(++id, 'ok')
+      stormer.send({ op: 'unsub', id, topic: pattern })
+    }
+    const answered = async (): Promise<void> => {
+      const last = id
+      await stormer.next((m) => m.id === last, { timeout: 10_000 })
+    }
+
+    const background = sampler(broker.exchange)
+    const checkpoints: number[] = []
+    let midStorm = 0
+    for (let chunk = 0; chunk < 4; chunk++) {
+      // Random requests in pipelined batches of 50: subs and unsubs of any
+      // pattern in any order, repeats, unsubs of patterns never held, subs past
+      // the cap. At least 200, and on until one whole background sample fell
+      // inside this phase, so that the broker is also seen mid-storm.
+      const samplesBefore = background.samples.length
+      for (let n = 0; n < 200 || (background.samples.length < samplesBefore + 2 && n < 5000);) {
+        for (const end = n + 50; n < end; n++) {
+          if (rand() < 0.55) sub(pick())
+          else unsub(held.size > 0 && rand() < 0.7 ? [...held][Math.floor(rand() * held.size)] as string : pick())
+        }
+        await answered()
+      }
+      midStorm += background.samples.length - samplesBefore - 1
+      // Then 30 subs of patterns not held: the cap is reached, the rest refused.
+      for (const pattern of pool.filter((p) => !held.has(p)).slice(chunk * 30, chunk * 30 + 30)) sub(pattern)
+      await answered()
+      t.equal(held.size, MAX, `chunk ${chunk}: the model is at the cap`)
+      const { found, settled } = await brokerSettles(t, broker.exchange, [...held, 'quiet.*'], `chunk ${chunk}: the broker holds exactly the held patterns and the quiet one`)
+      checkpoints.push(found.length)
+      t.ok(found.every((b) => b.queue === quietBinding?.queue), 'all bound to the instance\'s one queue')
+      if (!settled) break // the next checkpoints would only time out the same way
+    }
+    // Out of order: every pattern of the pool unsubscribed, held or not, shuffled, some twice.
+    const shuffled = [...pool, ...pool.slice(0, 40)].sort(() => rand() - 0.5)
+    for (const pattern of shuffled) unsub(pattern)
+    await answered()
+    await background.stop()
+
+    const answers = new Map<number, string>()
+    for (const m of stormer.messages as Message[]) {
+      if (typeof m.id === 'number' && (m.op === 'ok' || m.op === 'error')) answers.set(m.id, m.op === 'ok' ? 'ok' : String(m.code))
+    }
+    t.same(answers, expected, `every one of ${expected.size} requests answered as the model says (seed ${seed})`)
+    const refused = [...expected.values()].filter((a) => a !== 'ok').length
+    t.ok(refused >= 4 * 10, `the cap was hit (${refused} subs refused)`)
+
+    const samples = [...background.samples, ...checkpoints]
+    t.comment(`broker binding counts sampled during the storm: ${samples.join(' ')}`)
+    t.ok(midStorm >= checkpoints.length, `${midStorm} background samples fell wholly inside the random phases`)
+    t.ok(Math.max(...samples) <= MAX + 1, `never more than maxSubscriptions + 1 = ${MAX + 1} bindings (max ${Math.max(...samples)})`)
+
+    await brokerSettles(t, broker.exchange, ['quiet.*'], 'after the storm: only the quiet client\'s pattern is bound')
+    t.equal(server.app.eventSocket.stats().patterns, 1)
+
+    // Nothing routes a storm topic here any more; the quiet pattern still delivers.
+    const eventsIn = server.app.eventSocket.stats().eventsIn
+    await server.app.publish('storm.p0.x', 'nobody')
+    await server.app.publish('quiet.x', 'still here')
+    t.equal((await quiet.next((m) => m.op === 'event')).data, 'still here', 'the quiet client still gets its events')
+    await delay(100)
+    t.equal(server.app.eventSocket.stats().eventsIn, eventsIn + 1, 'the broker routed only the quiet event to this instance')
+    t.equal(stormer.events().length, 0, 'the stormer got nothing')
+  })
+
+  t.test('with the default rate limit a storm is closed with 4029 and its bindings are released on the broker', async (t) => {
+    const broker = brokerOptions(t)
+    const server = await startServer(t, { broker })
+    const quiet = await openClient(t, server, { sub: 'quiet' })
+    const stormer = await openClient(t, server, { sub: 'storm' })
+    t.equal((await quiet.subscribe('quiet.*')).op, 'ok')
+    // A few patterns bound at a polite pace first, so that the close has bindings to release.
+    const polite = Array.from({ length: 10 }, (_, i) => `s.p${i}.#`)
+    for (const pattern of polite) t.equal((await stormer.subscribe(pattern)).op, 'ok')
+    await brokerSettles(t, broker.exchange, [...polite, 'quiet.*'], 'before the storm: the stormer\'s ten patterns and the quiet one')
+    for (let i = 0; i < 1000 && stormer.ws.readyState === WebSocket.OPEN; i++) stormer.send({ op: 'sub', id: i, topic: `s.p${i % 90}.#` })
+    t.equal((await stormer.closed).code, 4029)
+    await waitFor(() => server.app.eventSocket.stats().connections === 1, 'the stormer gone')
+    await brokerSettles(t, broker.exchange, ['quiet.*'], 'only the quiet client\'s pattern stays bound')
+    t.equal(server.app.eventSocket.stats().patterns, 1)
+    await server.app.publish('quiet.x', 'still here')
+    t.equal((await quiet.next((m) => m.op === 'event')).data, 'still here')
+  })
+
+  const CHURN = 200
+  const PARALLEL = 20
+
+  /** One connection's life: open, get hello, subscribe `user.<n>.#` and the shared pattern, close (even n) or terminate (odd n). */
+  async function cycle (server: TestServer, token: string, n: number): Promise<void> {
+    const ws = new WebSocket(server.url, [`bearer.${token}`, 'evsock.v1.json'])
+    await new Promise<void>((resolve, reject) => {
+      ws.on('message', (data: Buffer) => {
+        const message = JSON.parse(data.toString()) as { op: string, id?: number }
+        if (message.op === 'hello') {
+          ws.send(JSON.stringify({ op: 'sub', id: 1, topic: `user.${n}.#` }))
+          ws.send(JSON.stringify({ op: 'sub', id: 2, topic: 'shared.*' }))
+        } else if (message.op === 'ok' && message.id === 2) {
+          if (n % 2 === 0) ws.close()
+          else ws.terminate()
+        } else if (message.op === 'error') {
+          reject(new Error(JSON.stringify(message)))
+        }
+      })
+      ws.once('close', () => resolve())
+      ws.once('error', reject)
+    })
+  }
+
+  async function churn (server: TestServer, token: string, from: number, count: number): Promise<void> {
+    let next = from
+    await Promise.all(Array.from({ length: PARALLEL }, async () => {
+      while (next < from + count) await cycle(server, token, next++)
+    }))
+  }
+
+  t.test(`${2 * CHURN} connections opened, subscribed and closed leave the broker's bindings at the baseline`, async (t) => {
+    const broker = brokerOptions(t)
+    const server = await startServer(t, { broker, handshakesPerMinute: 0 })
+    const token = server.sign({ sub: 'churner', role: 'admin' })
+    await brokerSettles(t, broker.exchange, [], 'baseline: nothing bound')
+
+    // Each live connection holds at most its own pattern, and a worker's
+    // next connection binds only after its last one's unbind (one ordered
+    // channel): at most two user patterns per worker, plus the shared one.
+    const bound = 2 * PARALLEL + 1
+    const during = sampler(broker.exchange, 50)
+    await churn(server, token, 0, CHURN)
+    await waitFor(() => server.app.eventSocket.stats().connections === 0, 'every churned connection released')
+    await during.stop()
+    t.comment(`broker binding counts sampled during the churn: ${during.samples.join(' ')}`)
+    t.ok(during.samples.length >= 1, `sampled ${during.samples.length} times`)
+    t.ok(Math.max(...during.samples) <= bound, `bindings stayed bounded during the churn (max ${Math.max(...during.samples)}, bound ${bound})`)
+    await brokerSettles(t, broker.exchange, [], `after ${CHURN} connections: no user pattern and no shared pattern bound`)
+    t.equal(server.app.eventSocket.stats().patterns, 0)
+
+    // Again while one connection holds the shared pattern: it stays bound until that last subscriber leaves.
+    const holder = await openClient(t, server, { sub: 'holder' })
+    t.equal((await holder.subscribe('shared.*')).op, 'ok')
+    await churn(server, token, CHURN, CHURN)
+    await waitFor(() => server.app.eventSocket.stats().connections === 1, 'every churned connection released')
+    await brokerSettles(t, broker.exchange, ['shared.*'], 'with a holder left: only the shared pattern is bound')
+    t.equal(server.app.eventSocket.stats().patterns, 1)
+
+    holder.ws.terminate()
+    await waitFor(() => server.app.eventSocket.stats().connections === 0, 'the holder released')
+    await brokerSettles(t, broker.exchange, [], 'the shared pattern is unbound when its last subscriber left')
+    const stats = server.app.eventSocket.stats()
+    t.equal(stats.patterns, 0, 'no pattern in the index')
+    t.equal(stats.subscriptions, 0)
+  })
+}
