@@ -29,7 +29,7 @@ const numbers = (text: string): number[] => text.split(',').map(Number)
 
 export const USAGE = `usage: npm run bench -- [${SCENARIOS.join('|')} ...] [--subs 1000,5000] [--bursts 1,5,20]
   [--sizes 128,1024] [--conns 10000] [--windows 1,16,64,256] [--loads 0.5,0.8] [--peers a,b]
-  [--seconds 0.6] [--warmup 0.2] [--latency-seconds 2]`
+  [--seconds 0.6] [--warmup 0.15] [--latency-seconds 2]`
 
 export function benchArgs (argv: string[]): BenchArgs {
   const { values, positionals } = parseArgs({
@@ -44,7 +44,7 @@ export function benchArgs (argv: string[]): BenchArgs {
       loads: { type: 'string', default: '0.5,0.8' },
       peers: { type: 'string' },
       seconds: { type: 'string', default: '0.6' },
-      warmup: { type: 'string', default: '0.2' },
+      warmup: { type: 'string', default: '0.15' },
       'latency-seconds': { type: 'string', default: '2' }
     }
   })

@@ -14,13 +14,14 @@ export interface Throughput {
   published: number
 }
 
-export async function throughput (deployment: Deployment, drive: DriveArgs, args: BenchArgs): Promise<Throughput> {
+/** With `last`, the deployment is stopped next, so its backlog is not drained (peers without backpressure hold seconds of it). */
+export async function throughput (deployment: Deployment, drive: DriveArgs, args: BenchArgs, last = false): Promise<Throughput> {
   await deployment.drive(drive)
   await sleep(args.warmup * 1000)
   const before = await deployment.snapshot()
   await sleep(args.seconds * 1000)
   const after = await deployment.snapshot()
-  const published = await deployment.halt()
+  const published = await deployment.halt(!last)
   const frames = after.events - before.events
   return {
     framesPerSec: frames / ((after.at - before.at) / 1000),

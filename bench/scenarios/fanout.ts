@@ -17,12 +17,11 @@ export async function fanout (context: Context): Promise<ScenarioResult> {
     for (const peer of peersOf(context, PEERS)) {
       await withPeer(peer, {}, async (deployment) => {
         await deployment.connect(subs, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
-        for (const size of args.sizes) {
-          for (const burst of args.bursts) {
-            const result = await throughput(deployment, { burst, size, topic: FANOUT_TOPIC }, args)
-            context.fanout.set(fanoutKey(peer, subs, burst, size), result.framesPerSec)
-            rows.push([peer, subs, burst, size, Math.round(result.framesPerSec), result.cpuPerFrame.toFixed(2)])
-          }
+        const points = args.sizes.flatMap((size) => args.bursts.map((burst) => ({ size, burst })))
+        for (const [i, { size, burst }] of points.entries()) {
+          const result = await throughput(deployment, { burst, size, topic: FANOUT_TOPIC }, args, i === points.length - 1)
+          context.fanout.set(fanoutKey(peer, subs, burst, size), result.framesPerSec)
+          rows.push([peer, subs, burst, size, Math.round(result.framesPerSec), result.cpuPerFrame.toFixed(2)])
         }
       })
     }
