@@ -1,10 +1,10 @@
-import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import {
   BusyError, ForbiddenOriginError, HandshakeRateLimitedError, NoTokenError, UnsupportedProtocolError
 } from './errors.js'
 import { BEARER_PREFIX, subprotocols } from './client/protocol.js'
 import { formatsBySubprotocol, type Format } from './codec.js'
+import { keepQueryTokensOutOfUrls, queryTokenOf } from './query-token.js'
 import { verifyToken } from './tokens.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
@@ -24,9 +24,6 @@ export interface HandshakeDeps {
 }
 
 const admissions = new WeakMap<FastifyRequest, Admission>()
-/** Query tokens taken out of request URLs before Fastify saw them. */
-const queryTokens = new WeakMap<IncomingMessage, string>()
-const QUERY_TOKEN = 'access_token'
 
 /** What the handshake decided for an upgraded request; handed over once, then forgotten. */
 export function takeAdmission (request: FastifyRequest): Admission | undefined {
@@ -38,18 +35,8 @@ export function takeAdmission (request: FastifyRequest): Admission | undefined {
 export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount }: HandshakeDeps) {
   const limiter = options.handshakesPerMinute > 0 ? new FixedWindowLimiter(options.handshakesPerMinute, 60_000) : undefined
 
-  // A query token is taken out of the URL before Fastify routes the request, so
-  // that neither its "incoming request" log line nor anything else printing
-  // request.url holds it. Done whether or not the query token is allowed: a
-  // refused one is a credential too.
-  const route = `${fastify.prefix}${options.path}`
-  const strip = (raw: IncomingMessage): void => { takeQueryToken(raw, route) }
-  fastify.server.prependListener('upgrade', strip)
-  fastify.server.prependListener('request', strip)
-  fastify.addHook('onClose', async () => {
-    fastify.server.off('upgrade', strip)
-    fastify.server.off('request', strip)
-  })
+  // Done whether or not the query token is allowed: a refused one is a credential too.
+  keepQueryTokensOutOfUrls(fastify, `${fastify.prefix}${options.path}`)
 
   return async function handshake (request: FastifyRequest): Promise<void> {
     // Plain HTTP requests fall through to the route's 426 handler.
@@ -60,7 +47,7 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
 
     const offered = parseProtocols(request.headers['sec-websocket-protocol'])
     const { format, token: protocolToken } = negotiate(offered)
-    const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryTokens.get(request.raw) ?? queryToken(request) : undefined)
+    const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryTokenOf(request) : undefined)
     if (token === undefined) throw new NoTokenError()
     const user = await verifyToken(fastify, token)
 
@@ -104,38 +91,6 @@ function headerToken (request: FastifyRequest): string | undefined {
   if (header === undefined) return undefined
   const match = /^Bearer +(\S+)\s*$/i.exec(header)
   return match?.[1]
-}
-
-function queryToken (request: FastifyRequest): string | undefined {
-  const value = (request.query as Record<string, unknown> | undefined)?.[QUERY_TOKEN]
-  return typeof value === 'string' && value.length > 0 ? value : undefined
-}
-
-/** Removes every `access_token` parameter from the URL of a request to `route`, keeping the first value aside. */
-function takeQueryToken (raw: IncomingMessage, route: string): void {
-  const url = raw.url
-  const queryAt = url?.indexOf('?') ?? -1
-  if (url === undefined || queryAt === -1) return
-  // The router may ignore case and a trailing slash; compare the same way.
-  const path = url.slice(0, queryAt).replace(/\/$/, '').toLowerCase()
-  if (path !== route.replace(/\/$/, '').toLowerCase()) return
-  let token: string | undefined
-  const kept = url.slice(queryAt + 1).split('&').filter((pair) => {
-    const equals = pair.indexOf('=')
-    if (decodeParam(equals === -1 ? pair : pair.slice(0, equals)) !== QUERY_TOKEN) return true
-    if (equals !== -1 && equals < pair.length - 1) token ??= decodeParam(pair.slice(equals + 1))
-    return false
-  })
-  raw.url = kept.length > 0 ? `${url.slice(0, queryAt)}?${kept.join('&')}` : url.slice(0, queryAt)
-  if (token !== undefined) queryTokens.set(raw, token)
-}
-
-function decodeParam (text: string): string {
-  try {
-    return decodeURIComponent(text.replace(/\+/g, ' '))
-  } catch {
-    return text
-  }
 }
 
 /** Counts attempts per key in fixed windows; the map is emptied at each window, so idle keys cost nothing. */
