@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { brokerOptions, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { churn } from './helpers/churn.js'
 import { delay, openClient, startServer, type Message, type TestServer } from './helpers/server.js'
 
 // Storms and churn on the real RabbitMQ (issue 6, with issue 3's bindings):
@@ -192,33 +193,8 @@ if (await requireBroker(t)) {
   const CHURN = 200
   const PARALLEL = 20
 
-  /** One connection's life: open, get hello, subscribe `user.<n>.#` and the shared pattern, close (even n) or terminate (odd n). */
-  async function cycle (server: TestServer, token: string, n: number): Promise<void> {
-    const ws = new WebSocket(server.url, [`bearer.${token}`, 'evsock.v1.json'])
-    await new Promise<void>((resolve, reject) => {
-      ws.on('message', (data: Buffer) => {
-        const message = JSON.parse(data.toString()) as { op: string, id?: number }
-        if (message.op === 'hello') {
-          ws.send(JSON.stringify({ op: 'sub', id: 1, topic: `user.${n}.#` }))
-          ws.send(JSON.stringify({ op: 'sub', id: 2, topic: 'shared.*' }))
-        } else if (message.op === 'ok' && message.id === 2) {
-          if (n % 2 === 0) ws.close()
-          else ws.terminate()
-        } else if (message.op === 'error') {
-          reject(new Error(JSON.stringify(message)))
-        }
-      })
-      ws.once('close', () => resolve())
-      ws.once('error', reject)
-    })
-  }
-
-  async function churn (server: TestServer, token: string, from: number, count: number): Promise<void> {
-    let next = from
-    await Promise.all(Array.from({ length: PARALLEL }, async () => {
-      while (next < from + count) await cycle(server, token, next++)
-    }))
-  }
+  const cycles = (server: TestServer, token: string, from: number, count: number): Promise<void> =>
+    churn(server, token, { from, count, parallel: PARALLEL, patterns: (n) => [`user.${n}.#`, 'shared.*'] })
 
   t.test(`${2 * CHURN} connections opened, subscribed and closed leave the broker's bindings at the baseline`, async (t) => {
     const broker = brokerOptions(t)
@@ -231,7 +207,7 @@ if (await requireBroker(t)) {
     // channel): at most two user patterns per worker, plus the shared one.
     const bound = 2 * PARALLEL + 1
     const during = sampler(broker.exchange, 50)
-    await churn(server, token, 0, CHURN)
+    await cycles(server, token, 0, CHURN)
     await waitFor(() => server.app.eventSocket.stats().connections === 0, 'every churned connection released')
     await during.stop()
     t.comment(`broker binding counts sampled during the churn: ${during.samples.join(' ')}`)
@@ -243,7 +219,7 @@ if (await requireBroker(t)) {
     // Again while one connection holds the shared pattern: it stays bound until that last subscriber leaves.
     const holder = await openClient(t, server, { sub: 'holder' })
     t.equal((await holder.subscribe('shared.*')).op, 'ok')
-    await churn(server, token, CHURN, CHURN)
+    await cycles(server, token, CHURN, CHURN)
     await waitFor(() => server.app.eventSocket.stats().connections === 1, 'every churned connection released')
     await brokerSettles(t, broker.exchange, ['shared.*'], 'with a holder left: only the shared pattern is bound')
     t.equal(server.app.eventSocket.stats().patterns, 1)

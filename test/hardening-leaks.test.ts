@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import WebSocket from 'ws'
+import { churn } from './helpers/churn.js'
 import { delay, startServer, type TestServer } from './helpers/server.js'
 
 // Leaks (issue 6): connections opened, subscribed and closed in a loop must
@@ -32,33 +32,8 @@ function handles (): Record<string, number> {
   return counts
 }
 
-/** One client's life: open, get hello, subscribe (a pattern of its own and a shared one), get ok, close. */
-async function cycle (server: TestServer, token: string, n: number): Promise<void> {
-  const ws = new WebSocket(server.url, [`bearer.${token}`, 'evsock.v1.json'])
-  await new Promise<void>((resolve, reject) => {
-    ws.on('message', (data: Buffer) => {
-      const message = JSON.parse(data.toString()) as { op: string, id?: number }
-      if (message.op === 'hello') {
-        ws.send(JSON.stringify({ op: 'sub', id: 1, topic: `leak.c${n}.#` }))
-        ws.send(JSON.stringify({ op: 'sub', id: 2, topic: 'leak.shared.*' }))
-      } else if (message.op === 'ok' && message.id === 2) {
-        // Half close cleanly, half drop the TCP connection without a close frame.
-        if (n % 2 === 0) ws.close()
-        else ws.terminate()
-      } else if (message.op === 'error') {
-        reject(new Error(JSON.stringify(message)))
-      }
-    })
-    ws.once('close', () => resolve())
-    ws.once('error', reject)
-  })
-}
-
 async function loop (server: TestServer, token: string, from: number, count: number): Promise<void> {
-  let next = from
-  await Promise.all(Array.from({ length: PARALLEL }, async () => {
-    while (next < from + count) await cycle(server, token, next++)
-  }))
+  await churn(server, token, { from, count, parallel: PARALLEL, patterns: (n) => [`leak.c${n}.#`, 'leak.shared.*'] })
   // Bounded, so that a connection never released fails the assertions below instead of hanging.
   for (let i = 0; i < 200 && server.app.eventSocket.stats().connections > 0; i++) await delay(10)
 }
