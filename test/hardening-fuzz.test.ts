@@ -212,10 +212,7 @@ function check (answers: Message[], expected: Expected): string | undefined {
 async function wellBehaved (t: Parameters<typeof openClient>[0], server: TestServer): Promise<TestClient> {
   const good = await openClient(t, server, { sub: 'good', role: 'admin' })
   t.equal((await good.subscribe('feed.*')).op, 'ok')
-  good.ws.on('message', () => {
-    const last = good.messages.at(-1)
-    if (last?.op === 'event') good.send({ op: 'ack', seq: last.seq })
-  })
+  good.ackEach()
   return good
 }
 

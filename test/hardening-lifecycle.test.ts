@@ -11,10 +11,7 @@ t.test('app.close() during a publish stream: resolved publishes are delivered, t
   const server = await startServer(t)
   const subscriber = await openClient(t, server, { sub: 'stays' })
   await subscriber.subscribe('life.*')
-  subscriber.ws.on('message', () => {
-    const last = subscriber.messages.at(-1)
-    if (last?.op === 'event') subscriber.send({ op: 'ack', seq: last.seq })
-  })
+  subscriber.ackEach()
 
   const resolved: string[] = []
   const rejected: unknown[] = []

@@ -75,10 +75,7 @@ t.test('with the default window a reader that stops reading overflows its pendin
   const server = await startServer(t)
   const healthy = await openClient(t, server, { sub: 'healthy' })
   await healthy.subscribe('stall.*')
-  healthy.ws.on('message', () => {
-    const last = healthy.messages.at(-1)
-    if (last?.op === 'event') healthy.send({ op: 'ack', seq: last.seq })
-  })
+  healthy.ackEach()
   const socket = await stalledReader(t, server)
   const published = await publishUntilClosed(server, 0, 200, () => {})
   t.equal(server.app.eventSocket.stats().slowConsumerCloses, 1)

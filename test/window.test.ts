@@ -41,11 +41,7 @@ t.test('a pending queue overflowing by count closes the slow consumer with 4008,
   const healthy = await openClient(t, server, { sub: 'healthy' })
   await slow.subscribe('w.*')
   await healthy.subscribe('w.*')
-  let acked = 0
-  healthy.ws.on('message', () => {
-    const last = healthy.events().at(-1)
-    if (last !== undefined && last.seq > acked) healthy.send({ op: 'ack', seq: (acked = last.seq) })
-  })
+  healthy.ackEach()
   // Two at a time, letting the healthy client catch up and ack between bursts.
   for (let i = 1; i <= 8; i += 2) {
     await server.app.publish('w.e', i)

@@ -84,6 +84,14 @@ export class TestClient {
     }
   }
 
+  /** Acks every event as soon as it arrives, as a client that keeps up does. */
+  ackEach (): void {
+    this.ws.on('message', () => {
+      const last = this.messages.at(-1)
+      if (last?.op === 'event') this.send({ op: 'ack', seq: last.seq })
+    })
+  }
+
   events (): Message[] {
     return this.messages.filter((message) => message.op === 'event')
   }
