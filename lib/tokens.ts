@@ -5,7 +5,8 @@ import type { EventSocketUser } from './options.js'
 // Verification shared by the handshake and the in-band `auth` refresh, so both
 // refuse exactly the same tokens with the same codes.
 
-const TEMPORAL_CODES = new Set(['FAST_JWT_EXPIRED', 'FAST_JWT_INACTIVE', 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED'])
+// fastify.jwt.verify throws fast-jwt's own errors: these two mean "expired" and "not yet valid".
+const TEMPORAL_CODES = new Set(['FAST_JWT_EXPIRED', 'FAST_JWT_INACTIVE'])
 
 export async function verifyToken (fastify: FastifyInstance, token: string): Promise<EventSocketUser> {
   let claims: unknown
