@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { BadTopicError, NotSerializableError, PayloadTooLargeError } from './errors.js'
+import { BadEventIdError, BadTopicError, NotSerializableError, PayloadTooLargeError } from './errors.js'
 import { topicProblem } from './topics.js'
 import type { BusMessage } from './bus/types.js'
 
@@ -23,7 +23,7 @@ export function toBusMessage (topic: string, data: unknown, options: PublishOpti
   const problem = topicProblem(topic)
   if (problem !== undefined) throw new BadTopicError(topic, problem)
   const id = options?.id ?? randomUUID()
-  if (typeof id !== 'string' || id.length === 0 || id.length > 128) throw new BadTopicError(topic, 'options.id must be a string of 1 to 128 characters')
+  if (typeof id !== 'string' || id.length === 0 || id.length > 128) throw new BadEventIdError()
   let json: string | undefined
   try {
     json = JSON.stringify(data)

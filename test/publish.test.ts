@@ -13,6 +13,9 @@ t.test('publish resolves with the event id, which subscribers see', async (t) =>
   const custom = await server.app.publish('p.two', null, { id: 'order-42-created' })
   t.equal(custom.id, 'order-42-created')
   t.equal((await client.next((m) => m.op === 'event' && m.seq === 2)).id, 'order-42-created')
+  for (const id of ['', 'x'.repeat(129), 42]) {
+    await t.rejects(server.app.publish('p.three', null, { id: id as string }), { code: 'FST_EVSOCK_BAD_EVENT_ID', statusCode: 400 })
+  }
 })
 
 t.test('publish refuses wildcard and malformed topics with FST_EVSOCK_BAD_TOPIC', async (t) => {
