@@ -232,3 +232,19 @@ t.test('frames of every length class arrive intact, with and without permessage-
     }
   }
 })
+
+t.test('with compression, frames over 1 KB are deflated and smaller ones are not', async (t) => {
+  const server = await startServer(t, { compression: true })
+  const client = await openClient(t, server)
+  await client.subscribe('z.*')
+  const tcp = (client.ws as unknown as { _socket: { bytesRead: number } })._socket
+  const bytesFor = async (text: string): Promise<number> => {
+    const before = tcp.bytesRead
+    const count = client.events().length
+    await server.app.publish('z.x', text)
+    await client.next(() => client.events().length === count + 1)
+    return tcp.bytesRead - before
+  }
+  t.ok(await bytesFor('a'.repeat(500)) > 500, 'a 500-byte event travels as is')
+  t.ok(await bytesFor('a'.repeat(20_000)) < 2000, 'a 20 KB repetitive event travels deflated')
+})
