@@ -10,6 +10,8 @@ import { resolveOptions, type EventSocketOptions, type ResolvedOptions } from '.
 import { toBusMessage, type Publish } from './publish.js'
 import { verifyToken } from './tokens.js'
 import type { Bus } from './bus/types.js'
+// The module's own namespace, for the CommonJS export at the end.
+import * as self from './index.js'
 
 export interface EventSocketApi {
   stats (): EventSocketStats
@@ -103,7 +105,8 @@ async function createBus (fastify: FastifyInstance, options: ResolvedOptions): P
   return createAmqpBus(options.broker, fastify.log)
 }
 
-export default fp(eventSocket, { fastify: '5.x', name: 'fastify-event-socket' })
+const plugin = fp(eventSocket, { fastify: '5.x', name: 'fastify-event-socket' })
+export default plugin
 export { eventSocket }
 export * from './errors.js'
 export { defaultAuthorize } from './options.js'
@@ -111,3 +114,14 @@ export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser } fr
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'
 export type { Bus, BusHealth, BusMessage } from './bus/types.js'
+
+// require('fastify-event-socket') (Node 20.19+ loads this ES module) returns
+// this export rather than the namespace: the plugin itself, as CommonJS
+// Fastify plugins export theirs, so app.register(require(...)) works. fp has
+// set plugin.default; the named exports are copied on from this module's own
+// namespace (complete once the body has run), so that destructuring a
+// require keeps working as exports are added.
+for (const [name, value] of Object.entries(self)) {
+  if (name !== 'default' && name !== 'module.exports' && !(name in plugin)) Object.defineProperty(plugin, name, { value, enumerable: true })
+}
+export { plugin as 'module.exports' }
