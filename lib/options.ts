@@ -124,6 +124,10 @@ export const brokerDefaults: Readonly<ResolvedBrokerOptions> = {
   maxBufferedPublishes: 10_000
 }
 
+// Fastify reads these from every register call's options (@fastify/autoload
+// sets prefix): they are not ours to refuse.
+const fastifyRegisterOptions = ['prefix', 'logLevel', 'logSerializers']
+
 const positiveIntegers = [
   'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes',
   'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs'
@@ -155,6 +159,10 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
     compression: options.compression ?? false
   }
+  // The known keys are those resolved (or defaulted), so an option added
+  // there is known here without another list to keep in step.
+  rejectUnknownKeys(options, [...Object.keys(resolved), ...fastifyRegisterOptions])
+  rejectUnknownKeys(options.broker, Object.keys(brokerDefaults), 'broker.')
   if (typeof resolved.path !== 'string' || !resolved.path.startsWith('/')) {
     throw new BadOptionError('path', 'must be a string starting with "/"')
   }
@@ -174,6 +182,14 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`broker.${name}`, `must be a positive integer, got ${String(value)}`)
   }
   return resolved
+}
+
+/** A misspelt option would otherwise fall back to its default without a word. */
+function rejectUnknownKeys (given: object | undefined, known: string[], prefix = ''): void {
+  if (given === undefined || given === null) return
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key)) throw new BadOptionError(`${prefix}${key}`, 'is not a known option')
+  }
 }
 
 function originCheck (origins: EventSocketOptions['origins']): ResolvedOptions['origins'] {
