@@ -1,0 +1,74 @@
+import type { FastifyInstance } from 'fastify'
+import { describe, expect, test } from 'tstyche'
+import type {
+  BusHealth,
+  EventSocketHealth,
+  EventSocketStats,
+  Publish,
+  PublishOptions,
+  PublishResult
+} from 'fastify-event-socket'
+
+// Importing the package is what adds `publish` and `eventSocket` to every
+// FastifyInstance (module augmentation); these assert what a user sees there.
+declare const app: FastifyInstance
+
+describe('app.publish', () => {
+  test('is the exported Publish type, resolving to the event id', () => {
+    expect(app.publish).type.toBe<Publish>()
+    expect(app.publish('orders.created', { id: 1 })).type.toBe<Promise<PublishResult>>()
+    expect<PublishResult>().type.toBe<{ id: string }>()
+    expect<PublishOptions>().type.toBe<{ id?: string }>()
+  })
+
+  test('takes a topic, any data and optional options', () => {
+    expect(app.publish).type.toBeCallableWith('orders.created', { id: 1, total: 9.5 })
+    expect(app.publish).type.toBeCallableWith('orders.created', 'text')
+    expect(app.publish).type.toBeCallableWith('orders.created', null, {})
+    expect(app.publish).type.toBeCallableWith('orders.created', [1, 2], { id: 'order-1-created' })
+    expect(app.publish).type.toBeCallableWith('orders.created', undefined, undefined)
+  })
+
+  test('refuses a missing or non-string topic, and bad options', () => {
+    expect(app.publish).type.not.toBeCallableWith()
+    expect(app.publish).type.not.toBeCallableWith('orders.created')
+    expect(app.publish).type.not.toBeCallableWith(42, {})
+    expect(app.publish).type.not.toBeCallableWith(['orders', 'created'], {})
+    expect(app.publish).type.not.toBeCallableWith('orders.created', {}, { id: 1 })
+    expect(app.publish).type.not.toBeCallableWith('orders.created', {}, { idd: 'x' })
+    expect(app.publish).type.not.toBeCallableWith('orders.created', {}, 'order-1-created')
+  })
+})
+
+describe('app.eventSocket', () => {
+  test('stats() returns the documented counters', () => {
+    expect(app.eventSocket.stats()).type.toBe<EventSocketStats>()
+    expect<EventSocketStats>().type.toBe<{
+      connections: number
+      subscriptions: number
+      patterns: number
+      eventsPublished: number
+      eventsIn: number
+      eventsOut: number
+      pending: number
+      slowConsumerCloses: number
+      broker: BusHealth
+    }>()
+    expect(app.eventSocket.stats).type.not.toBeCallableWith('connections')
+  })
+
+  test('health() returns the status, connections and broker health', () => {
+    expect(app.eventSocket.health()).type.toBe<EventSocketHealth>()
+    expect<EventSocketHealth>().type.toBe<{ status: 'ok' | 'degraded' | 'down', connections: number, broker: BusHealth }>()
+  })
+
+  // revoke is becoming async (a count of the connections closed, across
+  // instances); both forms are accepted here until that lands.
+  test('revoke() takes a user id', () => {
+    expect(app.eventSocket.revoke).type.toBeCallableWith('user-42')
+    expect(app.eventSocket.revoke('user-42')).type.toBeAssignableTo<number | Promise<number>>()
+    expect(app.eventSocket.revoke).type.not.toBeCallableWith()
+    expect(app.eventSocket.revoke).type.not.toBeCallableWith(42)
+    expect(app.eventSocket.revoke).type.not.toBeCallableWith({ sub: 'user-42' })
+  })
+})
