@@ -87,6 +87,8 @@ export interface EventSocketOptions {
   handshakesPerMinute?: number
   /** permessage-deflate for clients that offer it (only for frames over 1 KB). Default false. */
   compression?: boolean
+  /** How long every instance remembers a `revoke(sub)`, ms; must be at least your longest token lifetime. Default 86400000 (24 h). */
+  revocationTtlMs?: number
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
@@ -126,7 +128,8 @@ export const brokerDefaults: Readonly<ResolvedBrokerOptions> = {
 
 const positiveIntegers = [
   'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes',
-  'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs'
+  'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs',
+  'revocationTtlMs'
 ] as const
 
 export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
@@ -153,7 +156,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     maxBadFrames: options.maxBadFrames ?? 10,
     badFrameWindowMs: options.badFrameWindowMs ?? 60_000,
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
-    compression: options.compression ?? false
+    compression: options.compression ?? false,
+    revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000
   }
   if (typeof resolved.path !== 'string' || !resolved.path.startsWith('/')) {
     throw new BadOptionError('path', 'must be a string starting with "/"')
