@@ -8,6 +8,7 @@ import { payloadOf } from './ws-frame.js'
 import { CloseCode, type CloseCodeValue } from './client/close-codes.js'
 import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
 import { expiresAt } from './tokens.js'
+import { TokenRevokedError } from './errors.js'
 import type { Subscriber } from './topic-index.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
@@ -18,7 +19,8 @@ export interface ConnectionHost {
   /** Adds the connection under `pattern` and resolves once events of it are routed here. */
   subscribe (connection: Connection, pattern: string): Promise<void>
   unsubscribe (connection: Connection, pattern: string): void
-  verify (token: string): Promise<EventSocketUser>
+  /** Verifies a refreshed token against the connection's upgrade request (what @fastify/jwt's `secret` and `trusted` are given). */
+  verify (token: string, request: FastifyRequest): Promise<EventSocketUser>
   /** Calls `connection.flush()` once this turn of the event loop is over, so that its frames leave together. */
   schedule (connection: Connection): void
   /** Event frames were written (for stats). */
@@ -334,8 +336,12 @@ export class Connection implements Subscriber {
   async #refresh (id: number, token: string): Promise<void> {
     let user: EventSocketUser
     try {
-      user = await this.#host.verify(token)
+      user = await this.#host.verify(token, this.request)
     } catch (err) {
+      if (err instanceof TokenRevokedError) {
+        this.close(CloseCode.TokenExpired, 'token revoked')
+        return
+      }
       this.#refuse({ code: 'BAD_TOKEN', message: (err as Error).message, id })
       return
     }

@@ -8,6 +8,8 @@ import createError from '@fastify/error'
 export const NoTokenError = createError('FST_EVSOCK_NO_TOKEN', 'No access token was presented', 401)
 export const BadTokenError = createError('FST_EVSOCK_BAD_TOKEN', 'The access token is invalid: %s', 401)
 export const TokenExpiredError = createError('FST_EVSOCK_TOKEN_EXPIRED', 'The access token is expired or not yet valid', 401)
+export const TokenRevokedError = createError('FST_EVSOCK_TOKEN_REVOKED', 'The access token was revoked', 401)
+export const TokenUntrustedError = createError('FST_EVSOCK_TOKEN_UNTRUSTED', 'The access token is not trusted', 401)
 export const ForbiddenOriginError = createError('FST_EVSOCK_FORBIDDEN_ORIGIN', 'Origin %s is not allowed', 403)
 export const UnsupportedProtocolError = createError('FST_EVSOCK_UNSUPPORTED_PROTOCOL', 'None of the offered subprotocols is a supported format (evsock.v1.json, evsock.v1.msgpack)', 400)
 export const BusyError = createError('FST_EVSOCK_BUSY', 'The connection limit of this instance is reached', 503)

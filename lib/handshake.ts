@@ -5,7 +5,7 @@ import {
 import { BEARER_PREFIX, subprotocols } from './client/protocol.js'
 import { formatsBySubprotocol, type Format } from './codec.js'
 import { keepQueryTokensOutOfUrls, queryTokenOf } from './query-token.js'
-import { verifyToken } from './tokens.js'
+import type { VerifyToken } from './tokens.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
 // PROTOCOL.md section 1: everything about admission happens here, in a route
@@ -21,6 +21,7 @@ export interface HandshakeDeps {
   options: ResolvedOptions
   /** Open connections of this instance, for the connection cap. */
   connectionCount: () => number
+  verify: VerifyToken
 }
 
 const admissions = new WeakMap<FastifyRequest, Admission>()
@@ -32,7 +33,7 @@ export function takeAdmission (request: FastifyRequest): Admission | undefined {
   return admission
 }
 
-export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount }: HandshakeDeps) {
+export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount, verify }: HandshakeDeps) {
   const limiter = options.handshakesPerMinute > 0 ? new FixedWindowLimiter(options.handshakesPerMinute, 60_000) : undefined
 
   // Done whether or not the query token is allowed: a refused one is a credential too.
@@ -49,7 +50,7 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
     const { format, token: protocolToken } = negotiate(offered)
     const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryTokenOf(request) : undefined)
     if (token === undefined) throw new NoTokenError()
-    const user = await verifyToken(fastify, token)
+    const user = await verify(token, request)
 
     // ws answers with the first offered subprotocol; leave it only the chosen
     // format, so the bearer token is never echoed back in the response.

@@ -6,7 +6,9 @@ import { OutboundEvent } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
 import { Deadlines } from './deadlines.js'
 import { TopicIndex } from './topic-index.js'
+import { CONTROL_PREFIX, isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
 import type { Admission } from './handshake.js'
+import type { VerifyToken } from './tokens.js'
 import type { Bus, BusHealth, BusMessage } from './bus/types.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
@@ -42,7 +44,8 @@ export class Hub implements ConnectionHost {
   readonly options: ResolvedOptions
   readonly log: FastifyBaseLogger
   readonly #bus: Bus
-  readonly #verify: (token: string) => Promise<EventSocketUser>
+  readonly #verify: VerifyToken
+  readonly #revocations: Revocations
   readonly #connections = new Set<Connection>()
   readonly #index = new TopicIndex<Connection>()
   readonly #bindings: BindingQueue
@@ -54,11 +57,12 @@ export class Hub implements ConnectionHost {
   #allClosed: (() => void) | undefined
   #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0 }
 
-  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: (token: string) => Promise<EventSocketUser>) {
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations) {
     this.options = options
     this.log = log
     this.#bus = bus
     this.#verify = verify
+    this.#revocations = revocations
     this.#bindings = new BindingQueue(bus)
     // One interval for every connection rather than a timer each.
     this.#heartbeat = setInterval(() => {
@@ -88,6 +92,12 @@ export class Hub implements ConnectionHost {
 
   /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
   readonly deliver = (message: BusMessage): void => {
+    // Before the index: a client holding `#` matches every routing key, and
+    // must never be sent the plugin's own control messages.
+    if (message.topic.startsWith(CONTROL_PREFIX)) {
+      this.#control(message)
+      return
+    }
     this.#counters.eventsIn++
     const event = new OutboundEvent(message)
     this.#index.match(message.topic, (connection) => connection.push(event))
@@ -109,8 +119,8 @@ export class Hub implements ConnectionHost {
     })
   }
 
-  verify (token: string): Promise<EventSocketUser> {
-    return this.#verify(token)
+  verify (token: string, request: FastifyRequest): Promise<EventSocketUser> {
+    return this.#verify(token, request)
   }
 
   schedule (connection: Connection): void {
@@ -168,15 +178,40 @@ export class Hub implements ConnectionHost {
     return { status, connections: this.#connections.size, broker }
   }
 
-  /** Closes every connection of user `sub` with 4001 (token revoked); returns how many there were. */
-  revoke (sub: string): number {
-    let revoked = 0
-    for (const connection of this.#connections) {
-      if (connection.user.sub !== sub) continue
-      connection.close(CloseCode.TokenExpired, 'token revoked')
-      revoked++
+  /**
+   * Revokes `sub`'s tokens issued up to now on every instance: applied here at
+   * once, then published to the others (and back to this one, harmlessly).
+   * Resolves with how many local connections it closed once the bus has the
+   * control message; rejects with the bus's error otherwise.
+   */
+  async revoke (sub: string): Promise<number> {
+    if (!isValidSub(sub)) throw new TypeError('sub must be a non-empty string')
+    const revocation = { sub, at: Date.now() }
+    const closed = this.#applyRevocation(revocation)
+    await this.#bus.publish(revocationMessage(revocation))
+    return closed
+  }
+
+  #control (message: BusMessage): void {
+    const revocation = message.topic === REVOKE_KEY ? parseRevocation(message) : 'unknown control routing key'
+    if (typeof revocation === 'string') {
+      this.log.warn({ topic: message.topic, id: message.id, problem: revocation }, 'event socket: dropped an invalid control message')
+      return
     }
-    return revoked
+    const closed = this.#applyRevocation(revocation)
+    if (closed > 0) this.log.info({ user: revocation.sub, closed }, 'event socket: closed the connections of a revoked user')
+  }
+
+  /** Records the revocation and closes the local connections whose token it covers; returns how many. */
+  #applyRevocation (revocation: Revocation): number {
+    this.#revocations.add(revocation)
+    let closed = 0
+    for (const connection of this.#connections) {
+      if (connection.user.sub !== revocation.sub || !this.#revocations.refuses(connection.user)) continue
+      connection.close(CloseCode.TokenExpired, 'token revoked')
+      closed++
+    }
+    return closed
   }
 
   /** Closes every connection with 1001 and resolves once all are gone. */

@@ -8,7 +8,8 @@ import { Hub, type EventSocketHealth, type EventSocketStats } from './hub.js'
 import { MemoryBus } from './bus/memory.js'
 import { resolveOptions, type EventSocketOptions, type ResolvedOptions } from './options.js'
 import { toBusMessage, type Publish } from './publish.js'
-import { verifyToken } from './tokens.js'
+import { createTokenVerifier } from './tokens.js'
+import { Revocations, REVOKE_KEY } from './revocations.js'
 import type { Bus } from './bus/types.js'
 // The module's own namespace, for the CommonJS export at the end.
 import * as self from './index.js'
@@ -16,8 +17,12 @@ import * as self from './index.js'
 export interface EventSocketApi {
   stats (): EventSocketStats
   health (): EventSocketHealth
-  /** Closes every connection of user `sub` on this instance with 4001 (say, at logout or a ban); returns how many. */
-  revoke (sub: string): number
+  /**
+   * Refuses, on every instance, the tokens of user `sub` issued up to now (by `iat`) for `revocationTtlMs`,
+   * and closes that user's open connections with 4001 (say, at logout or a ban). Resolves once the bus
+   * has the revocation, with how many connections it closed on this instance.
+   */
+  revoke (sub: string): Promise<number>
 }
 
 declare module 'fastify' {
@@ -37,7 +42,9 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   }
 
   const bus = await createBus(fastify, options)
-  const hub = new Hub(options, fastify.log, bus, (token) => verifyToken(fastify, token))
+  const revocations = new Revocations(options.revocationTtlMs)
+  const verify = createTokenVerifier(fastify, revocations)
+  const hub = new Hub(options, fastify.log, bus, verify, revocations)
 
   if (fastify.hasDecorator('websocketServer')) {
     // The app registered @fastify/websocket itself; its own preClose runs first.
@@ -59,11 +66,13 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   }
 
   await bus.start(hub.deliver)
+  // Bound for the life of the instance (the amqp bus binds it again after a reconnect).
+  await bus.bind(REVOKE_KEY)
 
   fastify.route({
     method: 'GET',
     url: options.path,
-    onRequest: createHandshakeHook(fastify, { options, connectionCount: () => hub.connectionCount }),
+    onRequest: createHandshakeHook(fastify, { options, connectionCount: () => hub.connectionCount, verify }),
     handler: async () => { throw new UpgradeRequiredError() },
     wsHandler: (socket, request) => {
       const admission = takeAdmission(request)
@@ -86,7 +95,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   fastify.decorate('eventSocket', {
     stats: () => hub.stats(),
     health: () => hub.health(),
-    revoke: (sub) => hub.revoke(sub)
+    revoke: async (sub) => await hub.revoke(sub)
   } satisfies EventSocketApi)
 
   fastify.addHook('onClose', async () => {

@@ -87,6 +87,8 @@ export interface EventSocketOptions {
   handshakesPerMinute?: number
   /** permessage-deflate for clients that offer it (only for frames over 1 KB). Default false. */
   compression?: boolean
+  /** How long every instance remembers a `revoke(sub)`, ms; must be at least your longest token lifetime. Default 86400000 (24 h). */
+  revocationTtlMs?: number
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
@@ -130,7 +132,8 @@ const fastifyRegisterOptions = ['prefix', 'logLevel', 'logSerializers']
 
 const positiveIntegers = [
   'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes',
-  'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs'
+  'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs',
+  'revocationTtlMs'
 ] as const
 
 export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
@@ -157,7 +160,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     maxBadFrames: options.maxBadFrames ?? 10,
     badFrameWindowMs: options.badFrameWindowMs ?? 60_000,
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
-    compression: options.compression ?? false
+    compression: options.compression ?? false,
+    revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000
   }
   // The known keys are those resolved (or defaulted), so an option added
   // there is known here without another list to keep in step.

@@ -1,24 +1,57 @@
-import type { FastifyInstance } from 'fastify'
-import { BadTokenError, TokenExpiredError } from './errors.js'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { VerifyOptions } from '@fastify/jwt'
+import { BadTokenError, TokenExpiredError, TokenRevokedError, TokenUntrustedError } from './errors.js'
 import type { EventSocketUser } from './options.js'
+import type { Revocations } from './revocations.js'
 
 // Verification shared by the handshake and the in-band `auth` refresh, so both
 // refuse exactly the same tokens with the same codes.
 
-// fastify.jwt.verify throws fast-jwt's own errors: these two mean "expired" and "not yet valid".
-const TEMPORAL_CODES = new Set(['FAST_JWT_EXPIRED', 'FAST_JWT_INACTIVE'])
+/** Verifies `token` on behalf of `request` (the upgrade request, for a refresh too). */
+export type VerifyToken = (token: string, request: FastifyRequest) => Promise<EventSocketUser>
 
-export async function verifyToken (fastify: FastifyInstance, token: string): Promise<EventSocketUser> {
-  let claims: unknown
-  try {
-    // Awaited because a key resolver function makes @fastify/jwt verify asynchronously.
-    claims = await fastify.jwt.verify(token)
-  } catch (err) {
-    const code = (err as { code?: unknown }).code
-    if (typeof code === 'string' && TEMPORAL_CODES.has(code)) throw new TokenExpiredError()
-    throw new BadTokenError(typeof code === 'string' ? code : 'verification failed')
+// What @fastify/jwt's request.jwtVerify throws for "expired" and "not yet
+// valid" (it wraps fast-jwt's expiry, and passes nbf's through).
+const TEMPORAL_CODES = new Set(['FST_JWT_AUTHORIZATION_TOKEN_EXPIRED', 'FAST_JWT_EXPIRED', 'FAST_JWT_INACTIVE'])
+const UNTRUSTED_CODE = 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED'
+
+interface JwtVerifyOptions {
+  extractToken?: unknown
+  onlyCookie?: unknown
+}
+
+/**
+ * Verification goes through `request.jwtVerify`, not `fastify.jwt.verify`:
+ * only the former calls a function `secret` as `(request, decodedToken)` (the
+ * get-jwks recipe) and runs the `trusted` hook, and the app configured
+ * @fastify/jwt expecting both. The token here may come from a subprotocol or
+ * the query, so jwtVerify is run on a view of the request that carries it in
+ * `Authorization`; `secret` and `trusted` still see the request's own URL,
+ * headers and decorations.
+ */
+export function createTokenVerifier (fastify: FastifyInstance, revocations: Revocations): VerifyToken {
+  const configured = (fastify.jwt.options.verify ?? {}) as JwtVerifyOptions
+  // An app-wide extractToken or onlyCookie would look elsewhere than the
+  // header; overriding it costs a verifier per call, so only then.
+  const override = configured.extractToken !== undefined || configured.onlyCookie === true
+  // extractToken is a verify option of the plugin's, missing from the type jwtVerify takes.
+  const overrideOptions = (token: string): Partial<VerifyOptions> => ({ extractToken: () => token, onlyCookie: false }) as Partial<VerifyOptions>
+  return async function verifyToken (token, request) {
+    const view = Object.create(request) as FastifyRequest
+    Object.defineProperty(view, 'headers', { value: { ...request.headers, authorization: `Bearer ${token}` }, enumerable: true })
+    let claims: unknown
+    try {
+      claims = await (override ? view.jwtVerify(overrideOptions(token)) : view.jwtVerify())
+    } catch (err) {
+      const code = (err as { code?: unknown }).code
+      if (typeof code === 'string' && TEMPORAL_CODES.has(code)) throw new TokenExpiredError()
+      if (code === UNTRUSTED_CODE) throw new TokenUntrustedError()
+      throw new BadTokenError(typeof code === 'string' ? code : 'verification failed')
+    }
+    const user = toUser(claims)
+    if (revocations.refuses(user)) throw new TokenRevokedError()
+    return user
   }
-  return toUser(claims)
 }
 
 function toUser (claims: unknown): EventSocketUser {

@@ -133,3 +133,32 @@ function unsigned (payload: Record<string, unknown>): string {
   const encode = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
   return `${encode({ alg: 'none', typ: 'JWT' })}.${encode({ ...payload, iat: Math.floor(Date.now() / 1000) })}.`
 }
+
+t.test('@fastify/jwt\'s trusted hook is honoured: 401 FST_EVSOCK_TOKEN_UNTRUSTED at the handshake, BAD_TOKEN on refresh', async (t) => {
+  const asked: Array<{ url: string, tenant: unknown, jti: unknown }> = []
+  const server = await startServer(t, {
+    jwt: {
+      secret: 'trusted-secret-at-least-32-characters!!',
+      trusted: async (request, payload) => {
+        asked.push({ url: request.url, tenant: request.headers['x-tenant'], jti: payload.jti })
+        return payload.jti !== 'blocked'
+      }
+    }
+  })
+  const headers = (jti: string): Record<string, string> => ({ authorization: `Bearer ${server.sign({ sub: 'u1', jti })}`, 'x-tenant': 'acme' })
+  const refusal = await attemptHandshake(server.url, { headers: headers('blocked') })
+  t.equal(refusal.status, 401)
+  t.equal(refusal.body.code, 'FST_EVSOCK_TOKEN_UNTRUSTED')
+  t.same(asked, [{ url: '/events', tenant: 'acme', jti: 'blocked' }], 'trusted got the upgrade request and the verified claims')
+
+  const client = new TestClient(server.url, { headers: headers('good') })
+  t.teardown(() => client.ws.terminate())
+  await client.next((m) => m.op === 'hello')
+  client.send({ op: 'auth', id: 1, token: server.sign({ sub: 'u1', jti: 'blocked' }) })
+  const answer = await client.next((m) => m.id === 1)
+  t.equal(answer.op, 'error')
+  t.equal(answer.code, 'BAD_TOKEN', 'an untrusted refresh is refused and the connection keeps its identity')
+  t.same(asked.at(-1), { url: '/events', tenant: 'acme', jti: 'blocked' }, 'on refresh, with the connection\'s upgrade request')
+  client.send({ op: 'auth', id: 2, token: server.sign({ sub: 'u1', jti: 'good-2' }) })
+  t.equal((await client.next((m) => m.id === 2)).op, 'ok', 'a trusted refresh passes')
+})

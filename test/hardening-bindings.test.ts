@@ -18,7 +18,8 @@ async function bindingsOf (exchange: string): Promise<Binding[]> {
   const found: Binding[] = []
   for (const line of out.split('\n')) {
     const [source, queue, key] = line.split('\t')
-    if (source === exchange && queue !== undefined && key !== undefined) found.push({ queue, key })
+    // `$evsock.` keys are the plugin's own control bindings, there for the instance's whole life.
+    if (source === exchange && queue !== undefined && key !== undefined && !key.startsWith('$evsock.')) found.push({ queue, key })
   }
   return found
 }

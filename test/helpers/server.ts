@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import WebSocket from 'ws'
 import { pack, unpack } from 'msgpackr'
 import eventSocket, { type EventSocketOptions } from '../../lib/index.js'
@@ -15,8 +15,10 @@ export interface TestServer {
 }
 
 /** A listening app with the plugin registered; closed when the test ends. */
-export async function startServer (t: Test, options: EventSocketOptions = {}, setup?: (app: FastifyInstance) => void | Promise<void>): Promise<TestServer> {
-  const app = Fastify({ logger: false })
+export async function startServer (
+  t: Test, options: EventSocketOptions = {}, setup?: (app: FastifyInstance) => void | Promise<void>, logger: FastifyServerOptions['logger'] = false
+): Promise<TestServer> {
+  const app = Fastify({ logger })
   await app.register(eventSocket, { jwt: { secret: SECRET }, ...options })
   await setup?.(app)
   await app.listen({ port: 0, host: '127.0.0.1' })
