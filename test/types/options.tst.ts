@@ -54,6 +54,8 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxConnections: 1, window: 1, maxPendingEvents: 1, maxPendingBytes: 1, maxBufferedBytes: 1 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxEventBytes: 1, maxMessageBytes: 1, heartbeatMs: 1, expiryNoticeMs: 1 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxSubscriptions: 1, rateLimit: 1, rateBurst: 1, maxBadFrames: 1, badFrameWindowMs: 1 })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ revocationTtlMs: 86_400_000 })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ revocationTtlMs: '1d' })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
   })
