@@ -1,22 +1,11 @@
-import t, { type Test } from 'tap'
-import { defaultAuthorize, type EventSocketOptions } from '../lib/options.js'
-import { bindingsOf, brokerOptions, requireBroker } from './helpers/broker.js'
+import t from 'tap'
+import { defaultAuthorize } from '../lib/options.js'
+import { bindingsOf, busCases } from './helpers/broker.js'
 import { openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 
 // Wildcard patterns must not make matching exponential, in the plugin's topic
 // index or in RabbitMQ's topic exchange (docs/security.md, "Wildcard
 // patterns"). The same tests on both buses.
-
-interface BusCase {
-  name: string
-  options: (t: Test) => EventSocketOptions
-  available: (t: Test) => Promise<boolean>
-}
-
-const buses: BusCase[] = [
-  { name: 'memory', options: () => ({}), available: async () => true },
-  { name: 'amqp', options: (t) => ({ broker: brokerOptions(t) }), available: (t) => requireBroker(t) }
-]
 
 const USER = 'u'
 const run = (n: number, unit: string): string => Array.from({ length: n }, () => unit).join('.')
@@ -46,7 +35,7 @@ async function publishCost (server: TestServer, topic: string, rounds: number): 
   return best
 }
 
-for (const bus of buses) {
+for (const bus of busCases) {
   t.test(`${bus.name} bus`, async (t) => {
     if (!await bus.available(t)) return
 

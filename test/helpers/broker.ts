@@ -7,7 +7,7 @@ import Fastify, { type FastifyBaseLogger } from 'fastify'
 import type { Test } from 'tap'
 import { createAmqpBus } from '../../lib/bus/amqp.js'
 import type { Bus, BusMessage } from '../../lib/bus/types.js'
-import { brokerDefaults, type ResolvedBrokerOptions } from '../../lib/options.js'
+import { brokerDefaults, type EventSocketOptions, type ResolvedBrokerOptions } from '../../lib/options.js'
 
 // Shared by the tests that need the real RabbitMQ (.ci/run starts it).
 
@@ -120,6 +120,18 @@ export async function rabbitmqctl (...args: string[]): Promise<string> {
   const { stdout } = await run('rabbitmqctl', ['-q', ...args], { timeout: 30_000 })
   return stdout
 }
+
+/** The in-process bus and RabbitMQ, for tests that must hold on both. */
+export interface BusCase {
+  name: string
+  options: (t: Test) => EventSocketOptions
+  available: (t: Test) => Promise<boolean>
+}
+
+export const busCases: BusCase[] = [
+  { name: 'memory', options: () => ({}), available: async () => true },
+  { name: 'amqp', options: (t) => ({ broker: brokerOptions(t) }), available: (t) => requireBroker(t) }
+]
 
 export interface Binding { queue: string, key: string }
 
