@@ -62,12 +62,12 @@ export function parseRequest (frame: unknown, limits: RequestLimits): ClientRequ
   const pattern = canonicalPattern(topic as string)
   // An unsub of a pattern past the cap names nothing held: it gets its `ok`.
   if (op === 'unsub') return { op, id, topic: pattern }
+  const since = own(fields, 'since')
+  if (since !== undefined && typeof since !== 'string') return problem('BAD_REQUEST', 'since must be a string', id)
   const hashes = multiWordWildcards(pattern)
   if (hashes > limits.maxPatternWildcards) {
     return problem('BAD_TOPIC', `topic has ${hashes} # wildcards once canonical (${pattern}); at most ${limits.maxPatternWildcards} allowed`, id)
   }
-  const since = own(fields, 'since')
-  if (since !== undefined && typeof since !== 'string') return problem('BAD_REQUEST', 'since must be a string', id)
   return { op, id, topic: pattern, since }
 }
 
