@@ -242,7 +242,7 @@ export class Connection implements Subscriber {
       this.#refuse({ code: 'BAD_REQUEST', message: `unreadable frame: ${(err as Error).message}` })
       return
     }
-    const parsed = parseRequest(decoded)
+    const parsed = parseRequest(decoded, this.#options)
     if ('code' in parsed) {
       this.#refuse(parsed)
       return

@@ -75,6 +75,8 @@ export interface EventSocketOptions {
   expiryNoticeMs?: number
   /** Patterns one connection may hold. Default 100. */
   maxSubscriptions?: number
+  /** `#` words one subscribed pattern may hold, after canonicalisation (`#.#` counts one); more gets BAD_TOPIC. Each `#` multiplies RabbitMQ's matching cost. Default 1. */
+  maxPatternWildcards?: number
   /** Inbound frames per second per connection (sustained). Default 50. */
   rateLimit?: number
   /** Inbound frames allowed in a burst above the rate. Default 100. */
@@ -155,6 +157,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     heartbeatMs: options.heartbeatMs ?? 30_000,
     expiryNoticeMs: options.expiryNoticeMs ?? 30_000,
     maxSubscriptions: options.maxSubscriptions ?? 100,
+    maxPatternWildcards: options.maxPatternWildcards ?? 1,
     rateLimit: options.rateLimit ?? 50,
     rateBurst: options.rateBurst ?? 100,
     maxBadFrames: options.maxBadFrames ?? 10,
@@ -175,7 +178,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     const value = resolved[name]
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(name, `must be a positive integer, got ${String(value)}`)
   }
-  for (const name of ['expiryNoticeMs', 'handshakesPerMinute'] as const) {
+  for (const name of ['expiryNoticeMs', 'handshakesPerMinute', 'maxPatternWildcards'] as const) {
     const value = resolved[name]
     if (!Number.isSafeInteger(value) || value < 0) throw new BadOptionError(name, `must be a non-negative integer, got ${String(value)}`)
   }

@@ -1,4 +1,4 @@
-import { patternProblem } from './topics.js'
+import { canonicalPattern, multiWordWildcards, patternProblem } from './topics.js'
 
 // Validation of client-to-server messages (PROTOCOL.md section 2). A frame is
 // either a typed request or a problem to answer with `error`; nothing here
@@ -22,7 +22,17 @@ export interface RequestProblem {
 
 const MAX_TOKEN_LENGTH = 8192
 
-export function parseRequest (frame: unknown): ClientRequest | RequestProblem {
+export interface RequestLimits {
+  /** The most `#` words a subscribed pattern may hold, once canonical. */
+  maxPatternWildcards: number
+}
+
+/**
+ * `sub` and `unsub` come out with their topic in canonical form
+ * (canonicalPattern): it is what the connection stores, authorizes, indexes
+ * and binds, so that any spelling of a pattern names the same subscription.
+ */
+export function parseRequest (frame: unknown, limits: RequestLimits): ClientRequest | RequestProblem {
   if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
     return { code: 'BAD_REQUEST', message: 'a message must be an object' }
   }
@@ -49,10 +59,16 @@ export function parseRequest (frame: unknown): ClientRequest | RequestProblem {
   if (topicIssue !== undefined) {
     return problem(typeof topic === 'string' ? 'BAD_TOPIC' : 'BAD_REQUEST', `topic ${topicIssue}`, id)
   }
-  if (op === 'unsub') return { op, id, topic: topic as string }
+  const pattern = canonicalPattern(topic as string)
+  // An unsub of a pattern past the cap names nothing held: it gets its `ok`.
+  if (op === 'unsub') return { op, id, topic: pattern }
   const since = own(fields, 'since')
   if (since !== undefined && typeof since !== 'string') return problem('BAD_REQUEST', 'since must be a string', id)
-  return { op, id, topic: topic as string, since }
+  const hashes = multiWordWildcards(pattern)
+  if (hashes > limits.maxPatternWildcards) {
+    return problem('BAD_TOPIC', `topic has ${hashes} # wildcards once canonical (${pattern}); at most ${limits.maxPatternWildcards} allowed`, id)
+  }
+  return { op, id, topic: pattern, since }
 }
 
 // Own properties only: a frame's prototype chain is never consulted.

@@ -1,6 +1,10 @@
 // The subscriptions of all local connections, in a trie of words. Matching a
 // topic walks its words (branching at `*` and `#` nodes), so its cost follows
 // the topic's length and the wildcards on its path, not the number of patterns.
+// Each (node, word position) pair is walked at most once per match, so the
+// cost is bounded by (trie nodes on the path × topic words) however many `#`
+// a pattern holds; without that, `a.#.#.#…` tried every split of the topic at
+// every `#` and took seconds.
 
 /** Anything held in the index. `matchMark` lets a match visit it once without allocating a set. */
 export interface Subscriber {
@@ -12,10 +16,13 @@ interface Node<S extends Subscriber> {
   star: Node<S> | undefined
   hash: Node<S> | undefined
   subscribers: Set<S> | undefined
+  /** Set on a `#` node: the match that last walked it, and the lowest position it was walked from in that match. */
+  walkedMark: number
+  walkedFrom: number
 }
 
 function newNode<S extends Subscriber> (): Node<S> {
-  return { words: new Map(), star: undefined, hash: undefined, subscribers: undefined }
+  return { words: new Map(), star: undefined, hash: undefined, subscribers: undefined, walkedMark: 0, walkedFrom: 0 }
 }
 
 let lastMark = 0
@@ -101,9 +108,21 @@ function prune<S extends Subscriber> (path: Array<[Node<S>, string]>, leaf: Node
 }
 
 function walk<S extends Subscriber> (node: Node<S>, words: string[], at: number, mark: number, visit: (subscriber: S) => void): void {
-  if (node.hash !== undefined) {
-    // `#` absorbs zero or more words: try every split point.
-    for (let rest = at; rest <= words.length; rest++) walk(node.hash, words, rest, mark, visit)
+  const hash = node.hash
+  if (hash !== undefined) {
+    // `#` absorbs zero or more words: the walk goes on below it from every
+    // position from `at` to the end. A `#` node has one parent, so the
+    // positions already walked in this match are exactly those from
+    // `walkedFrom` on; only the ones before it are new. Every other node is
+    // reached from its nearest `#` ancestor at one position per position of
+    // that ancestor, so no (node, position) pair is walked twice.
+    let end = words.length
+    if (hash.walkedMark === mark) end = hash.walkedFrom - 1
+    else hash.walkedMark = mark
+    if (at <= end) {
+      hash.walkedFrom = at
+      for (let rest = at; rest <= end; rest++) walk(hash, words, rest, mark, visit)
+    }
   }
   if (at === words.length) {
     if (node.subscribers !== undefined) {

@@ -2,6 +2,10 @@
 // of dot-separated words; a pattern may also use the AMQP wildcards `*` (one
 // word) and `#` (zero or more words) as whole words.
 
+// The client needs the same canonical form to key its subscriptions (see
+// lib/client/index.ts), and it carries no server code, so it lives there.
+export { canonicalPattern } from './client/patterns.js'
+
 const WORD = /^[A-Za-z0-9_\-:@]+$/
 const MAX_TOPIC_BYTES = 255
 
@@ -36,4 +40,16 @@ function check (value: unknown, wildcards: boolean): string | undefined {
     }
   }
   return undefined
+}
+
+/**
+ * The `#` words of `pattern`. They are what makes matching costly: each one
+ * tries every split of the remaining topic words, and RabbitMQ's topic
+ * exchange multiplies those tries (docs/security.md has the figures); `*`
+ * consumes exactly one word and branches nowhere.
+ */
+export function multiWordWildcards (pattern: string): number {
+  let count = 0
+  for (const word of pattern.split('.')) if (word === '#') count++
+  return count
 }

@@ -1,22 +1,10 @@
-import t, { type Test } from 'tap'
-import type { EventSocketOptions } from '../lib/index.js'
-import { brokerOptions, requireBroker } from './helpers/broker.js'
+import t from 'tap'
+import { busCases } from './helpers/broker.js'
 import { delay, openClient, startServer } from './helpers/server.js'
 
 // The same client-visible behaviour, on the in-process bus and on RabbitMQ.
 
-interface BusCase {
-  name: string
-  options: (t: Test) => EventSocketOptions
-  available: (t: Test) => Promise<boolean>
-}
-
-const buses: BusCase[] = [
-  { name: 'memory', options: () => ({}), available: async () => true },
-  { name: 'amqp', options: (t) => ({ broker: brokerOptions(t) }), available: (t) => requireBroker(t) }
-]
-
-for (const bus of buses) {
+for (const bus of busCases) {
   t.test(`${bus.name} bus`, async (t) => {
     if (!await bus.available(t)) return
 

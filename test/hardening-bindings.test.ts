@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
-import { brokerOptions, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { bindingsOf, brokerOptions, requireBroker, waitFor, type Binding } from './helpers/broker.js'
 import { churn } from './helpers/churn.js'
 import { delay, openClient, startServer, type Message, type TestServer } from './helpers/server.js'
 
@@ -9,20 +9,6 @@ import { delay, openClient, startServer, type Message, type TestServer } from '.
 // empties (stats().patterns); these count what the broker itself holds. Each
 // test has an exchange of its own (brokerOptions), so the bindings listed for
 // it are exactly this test's server's.
-
-interface Binding { queue: string, key: string }
-
-/** The broker's bindings whose source is `exchange` (rabbitmqctl takes ~0.3-1 s: call it sparingly). */
-async function bindingsOf (exchange: string): Promise<Binding[]> {
-  const out = await rabbitmqctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
-  const found: Binding[] = []
-  for (const line of out.split('\n')) {
-    const [source, queue, key] = line.split('\t')
-    // `$evsock.` keys are the plugin's own control bindings, there for the instance's whole life.
-    if (source === exchange && queue !== undefined && key !== undefined && !key.startsWith('$evsock.')) found.push({ queue, key })
-  }
-  return found
-}
 
 const sorted = (keys: Iterable<string>): string[] => [...keys].sort()
 

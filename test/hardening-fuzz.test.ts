@@ -32,6 +32,22 @@ const badTopics = ['', '.', 'a..b', 'a.b*', 'with space', 'é', 'x'.repeat(256),
 const opNames = ['sub', 'unsub', 'ack', 'auth', 'SUB', 'hello', 'event', 'ok', 'error', '__proto__', 'constructor', 'toString']
 const keyNames = ['op', 'id', 'topic', 'seq', 'token', 'since', '__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf']
 
+// Pattern shapes (issue 9): wildcard runs, long patterns, patterns of exactly
+// 255 bytes and one byte over, under the fuzzer's own prefix so that most pass
+// authorization and reach the canonical form and the # cap.
+const patternWord = fc.constantFrom('*', '#', '#', 'a', 'b', 'x-1')
+const underOwn = (words: string[]): string => [`user.${USER}`, ...words].join('.')
+const toLength = (pattern: string, bytes: number): string => {
+  const cut = pattern.padEnd(bytes, '.a').slice(0, bytes)
+  return cut.endsWith('.') ? `${cut.slice(0, -1)}z` : cut
+}
+const patternShapes = fc.oneof(
+  fc.array(patternWord, { minLength: 1, maxLength: 12 }).map(underOwn),
+  fc.array(fc.constantFrom('*', '#'), { minLength: 1, maxLength: 60 }).map(underOwn),
+  fc.array(patternWord, { minLength: 60, maxLength: 130 }).map(underOwn),
+  fc.tuple(fc.array(patternWord, { minLength: 1, maxLength: 130 }), fc.constantFrom(255, 256)).map(([words, bytes]) => toLength(underOwn(words), bytes))
+)
+
 const hugeNumber = fc.constantFrom(
   0, -0, 1, -1, 2 ** 31, 2 ** 32, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER + 1, 2 ** 63, 2 ** 64, -(2 ** 63),
   1e308, -1e308, 5e-324, 0.5, 1.5
@@ -62,7 +78,7 @@ const mostly = <T>(valid: fc.Arbitrary<T>): fc.Arbitrary<unknown> => fc.oneof({ 
 const requestLike = fc.record({
   op: fc.constantFrom('sub', 'unsub', 'ack', 'auth'),
   id: mostly(fc.nat(1_000_000)),
-  topic: mostly(fc.constantFrom(...validTopics, ...badTopics)),
+  topic: mostly(fc.oneof(fc.constantFrom(...validTopics, ...badTopics), patternShapes)),
   seq: mostly(fc.nat(3)),
   token: mostly(fc.string({ minLength: 1, maxLength: 300 })),
   since: fc.oneof(fc.constant(undefined), fc.string({ maxLength: 10 }), anyField)
@@ -133,6 +149,25 @@ function isPattern (value: unknown): value is string {
   return value.split('.').every((word) => word === '*' || word === '#' || TOPIC_WORD.test(word))
 }
 
+/**
+ * The canonical form of docs/protocol.md section 3, by rewriting to a fixed
+ * point (`#.#` to `#`, `#.*` to `*.#`), independently of lib/topics.ts.
+ */
+function canonical (pattern: string): string {
+  const words = pattern.split('.')
+  for (let changed = true; changed;) {
+    changed = false
+    for (let i = 0; i + 1 < words.length; i++) {
+      if (words[i] !== '#') continue
+      if (words[i + 1] === '#') words.splice(i + 1, 1)
+      else if (words[i + 1] === '*') words.splice(i, 2, '*', '#')
+      else continue
+      changed = true
+    }
+  }
+  return words.join('.')
+}
+
 function isCount (value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
 }
@@ -166,14 +201,17 @@ function oracle (format: Format, frame: Frame, held: Set<string>): Expected {
     if (typeof token !== 'string' || token.length === 0 || token.length > 8192) return badRequest(id)
     return { kind: 'error', code: 'BAD_TOKEN', id }
   }
-  const topic = field('topic')
-  if (!isPattern(topic)) return { kind: 'error', code: typeof topic === 'string' ? 'BAD_TOPIC' : 'BAD_REQUEST', id }
+  const spelled = field('topic')
+  if (!isPattern(spelled)) return { kind: 'error', code: typeof spelled === 'string' ? 'BAD_TOPIC' : 'BAD_REQUEST', id }
+  const topic = canonical(spelled)
   if (op === 'unsub') {
     held.delete(topic)
     return { kind: 'ok', id }
   }
   const since = field('since')
   if (since !== undefined && typeof since !== 'string') return badRequest(id)
+  // maxPatternWildcards, default 1.
+  if (topic.split('.').filter((word) => word === '#').length > 1) return { kind: 'error', code: 'BAD_TOPIC', id }
   if (held.has(topic)) return { kind: 'ok', id }
   if (held.size >= MAX_SUBSCRIPTIONS) return { kind: 'error', code: 'TOO_MANY_SUBSCRIPTIONS', id }
   // The default authorize: a plain user may subscribe under user.<own sub> only.

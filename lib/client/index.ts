@@ -3,7 +3,7 @@ import { CloseCode } from './close-codes.js'
 import { backoffDelay, saturatedAttempt, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
 import { EventSocketClientError } from './errors.js'
-import { compilePattern } from './patterns.js'
+import { canonicalPattern, compilePattern } from './patterns.js'
 import { BEARER_PREFIX, decodeMessage, encodeMessage, subprotocols } from './protocol.js'
 import type { ClientMessage, EventMessage, Format, HelloMessage, OkMessage, ErrorMessage, ServerMessage } from './protocol.js'
 
@@ -171,8 +171,11 @@ export class EventSocketClient extends Emitter<ClientEvents> {
   }
 
   /** Calls `handler` for every event whose topic matches `pattern` (AMQP syntax: `*` one word, `#` any number). */
-  subscribe (pattern: string, handler: EventHandler): Subscription {
-    if (this.#state === 'closed') throw new EventSocketClientError('EVSOCK_CLOSED', 'The client is closed', { pattern })
+  subscribe (spelled: string, handler: EventHandler): Subscription {
+    if (this.#state === 'closed') throw new EventSocketClientError('EVSOCK_CLOSED', 'The client is closed', { pattern: spelled })
+    // The server keeps one subscription per canonical pattern: two spellings
+    // of it must share one entry, or unsubscribing one would end the other's.
+    const pattern = canonicalPattern(spelled)
     let entry = this.#subscriptions.get(pattern)
     if (entry === undefined) {
       entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined }

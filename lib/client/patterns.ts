@@ -2,6 +2,37 @@
 // out to the local handlers: the server sends an event once per connection
 // even when several of the connection's patterns match it.
 
+/**
+ * The one spelling of `pattern` the server keeps: in every run of wildcard
+ * words the `*`s come first, then at most one `#` (`#.#` is `#`; `#.*`, `*.#`
+ * and `#.*.#` are all `*.#`). A run with s `*`s and any `#` matches "s words or
+ * more" however it is spelled, so the meaning is unchanged; what changes is
+ * the cost of matching, which grows with every `#`. Only wildcard words are
+ * touched, so a malformed pattern stays malformed.
+ */
+export function canonicalPattern (pattern: string): string {
+  if (!pattern.includes('#')) return pattern
+  const words = pattern.split('.')
+  const out: string[] = []
+  let stars = 0
+  let hash = false
+  const endRun = (): void => {
+    for (; stars > 0; stars--) out.push('*')
+    if (hash) out.push('#')
+    hash = false
+  }
+  for (const word of words) {
+    if (word === '*') stars++
+    else if (word === '#') hash = true
+    else {
+      endRun()
+      out.push(word)
+    }
+  }
+  endRun()
+  return out.join('.')
+}
+
 /** Compiles `pattern` once into a predicate over concrete topics. */
 export function compilePattern (pattern: string): (topic: string) => boolean {
   const words = pattern.split('.')

@@ -7,7 +7,7 @@ import Fastify, { type FastifyBaseLogger } from 'fastify'
 import type { Test } from 'tap'
 import { createAmqpBus } from '../../lib/bus/amqp.js'
 import type { Bus, BusMessage } from '../../lib/bus/types.js'
-import { brokerDefaults, type ResolvedBrokerOptions } from '../../lib/options.js'
+import { brokerDefaults, type EventSocketOptions, type ResolvedBrokerOptions } from '../../lib/options.js'
 
 // Shared by the tests that need the real RabbitMQ (.ci/run starts it).
 
@@ -119,6 +119,32 @@ export async function waitFor (condition: () => boolean, what: string, timeoutMs
 export async function rabbitmqctl (...args: string[]): Promise<string> {
   const { stdout } = await run('rabbitmqctl', ['-q', ...args], { timeout: 30_000 })
   return stdout
+}
+
+/** The in-process bus and RabbitMQ, for tests that must hold on both. */
+export interface BusCase {
+  name: string
+  options: (t: Test) => EventSocketOptions
+  available: (t: Test) => Promise<boolean>
+}
+
+export const busCases: BusCase[] = [
+  { name: 'memory', options: () => ({}), available: async () => true },
+  { name: 'amqp', options: (t) => ({ broker: brokerOptions(t) }), available: (t) => requireBroker(t) }
+]
+
+export interface Binding { queue: string, key: string }
+
+/** The broker's bindings whose source is `exchange` (rabbitmqctl takes ~0.3-1 s: call it sparingly). */
+export async function bindingsOf (exchange: string): Promise<Binding[]> {
+  const out = await rabbitmqctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
+  const found: Binding[] = []
+  for (const line of out.split('\n')) {
+    const [source, queue, key] = line.split('\t')
+    // `$evsock.` keys are the plugin's own control bindings, there for the instance's whole life.
+    if (source === exchange && queue !== undefined && key !== undefined && !key.startsWith('$evsock.')) found.push({ queue, key })
+  }
+  return found
 }
 
 /**
