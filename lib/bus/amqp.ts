@@ -52,7 +52,8 @@ class AmqpBus implements Bus {
     if (options.url === undefined) throw new BadOptionError('broker.url', 'is required by the amqp bus')
     this.url = options.url
     this.queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
-    this.bindings = new Bindings(options.exchange, this.queue)
+    // A subscription waits for its binding as long as a publish waits for its confirm.
+    this.bindings = new Bindings(options.exchange, this.queue, options.publishTimeoutMs)
     this.publisher = new ConfirmPublisher({
       exchange: options.exchange,
       timeoutMs: options.publishTimeoutMs,
@@ -223,6 +224,7 @@ class AmqpBus implements Bus {
   private async shutdown (error: Error): Promise<void> {
     const link = this.link
     this.transition('closed')
+    this.bindings.close(error)
     const confirmed = this.publisher.close(error)
     if (link?.consumerTag !== undefined) await link.channel.cancel(link.consumerTag).catch(() => {})
     this.consumer?.flush()
