@@ -318,7 +318,10 @@ export class Connection implements Subscriber {
     } catch (err) {
       this.subscriptions.delete(pattern)
       this.#host.unsubscribe(this, pattern)
-      throw err
+      // The broker could not be reached in time: the client may retry, nothing here failed.
+      if ((err as { code?: unknown }).code !== 'FST_EVSOCK_BROKER_UNAVAILABLE') throw err
+      this.#refuse({ code: 'UNAVAILABLE', message: `subscription to ${pattern} not made: ${(err as Error).message}`, id })
+      return
     }
     // History is not kept, so a resume point can never be honoured (PROTOCOL.md section 6).
     this.#write(since === undefined ? { op: 'ok', id } : { op: 'ok', id, recovered: false })

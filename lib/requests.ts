@@ -11,7 +11,7 @@ export type ClientRequest =
   | { op: 'auth', id: number, token: string }
 
 export type ErrorCode =
-  | 'BAD_REQUEST' | 'BAD_TOPIC' | 'FORBIDDEN' | 'TOO_MANY_SUBSCRIPTIONS' | 'BAD_ACK' | 'BAD_TOKEN' | 'RATE_LIMITED' | 'INTERNAL'
+  | 'BAD_REQUEST' | 'BAD_TOPIC' | 'FORBIDDEN' | 'TOO_MANY_SUBSCRIPTIONS' | 'BAD_ACK' | 'BAD_TOKEN' | 'RATE_LIMITED' | 'INTERNAL' | 'UNAVAILABLE'
 
 export interface RequestProblem {
   code: ErrorCode

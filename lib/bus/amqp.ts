@@ -10,24 +10,37 @@ import { Consumer } from './amqp-consumer.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
 import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 
-// The RabbitMQ bus (docs/rabbitmq.md). amqplib's recovery reconnects with
-// backoff and calls setup() on every connection; setup declares the
-// topology, reconciles the bindings, starts consuming and resumes publishing.
-// One connection holds a plain channel (topology and consuming) and a
-// confirm channel (publishing); losing either drops the whole connection,
-// so that there is one way back: recovery.
+// The RabbitMQ bus (docs/rabbitmq.md). Two connections, as RabbitMQ
+// advises: a resource alarm blocks every connection that publishes, and a
+// blocked connection stops reading, so acks, binds and consuming on the same
+// connection would stall with it. One connection holds the confirm channel
+// (publishing); the other a plain channel (topology, bindings, consuming).
+// amqplib's recovery reconnects each with backoff and calls its setup on
+// every connection. A channel that dies alone drops its whole connection, so
+// that there is one way back: recovery.
 
 /** Connection attempts that hang (no RST, no answer) give up after this. */
 const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
 
-interface Link {
+type Role = 'publisher' | 'consumer'
+type SideState = 'connecting' | 'up' | 'down'
+
+/** One live connection of one side, and the channels whose loss drops it. */
+interface Session {
   model: ChannelModel
-  channel: Channel
-  confirm: ConfirmChannel
+  channels: Channel[]
   consumerTag: string | undefined
   lost: boolean
+}
+
+/** One of the two connections, across its reconnects. */
+interface Side {
+  role: Role
+  state: SideState
+  connection: RecoveringChannelModel | undefined
+  session: Session | undefined
 }
 
 export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger): Bus {
@@ -38,8 +51,12 @@ class AmqpBus implements Bus {
   readonly kind = 'amqp'
   private state: BusState = 'connecting'
   private lastError: string | undefined
-  private connection: RecoveringChannelModel | undefined
-  private link: Link | undefined
+  private blocked = false
+  private readonly sides: Record<Role, Side> = {
+    publisher: { role: 'publisher', state: 'connecting', connection: undefined, session: undefined },
+    consumer: { role: 'consumer', state: 'connecting', connection: undefined, session: undefined }
+  }
+
   private consumer: Consumer | undefined
   private closing: Promise<void> | undefined
   private readonly url: string
@@ -52,7 +69,8 @@ class AmqpBus implements Bus {
     if (options.url === undefined) throw new BadOptionError('broker.url', 'is required by the amqp bus')
     this.url = options.url
     this.queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
-    this.bindings = new Bindings(options.exchange, this.queue)
+    // A subscription waits for its binding as long as a publish waits for its confirm.
+    this.bindings = new Bindings(options.exchange, this.queue, options.publishTimeoutMs)
     this.publisher = new ConfirmPublisher({
       exchange: options.exchange,
       timeoutMs: options.publishTimeoutMs,
@@ -62,21 +80,8 @@ class AmqpBus implements Bus {
 
   async start (deliver: Deliver): Promise<void> {
     if (this.closed) throw new ClosedError()
-    this.consumer = new Consumer(deliver, this.log, 2 * this.options.prefetch, (channel) => this.dropConnection(channel))
-    const connection = await connect(this.url, {
-      noDelay: true, // amqplib leaves Nagle on, which holds small publishes and acks back ~40 ms
-      timeout: CONNECT_TIMEOUT_MS,
-      clientProperties: { connection_name: `fastify-event-socket ${this.queue}` },
-      recovery: {
-        initialDelay: this.options.reconnectInitialDelayMs,
-        maxDelay: this.options.reconnectMaxDelayMs,
-        maxRetries: Infinity,
-        waitForConnect: false,
-        setup: (model: ChannelModel) => this.setup(model)
-      }
-    })
-    this.connection = connection
-    this.watch(connection)
+    this.consumer = new Consumer(deliver, this.log, 2 * this.options.prefetch, (channel) => this.dropConsumer(channel))
+    const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.connect(this.sides[role])))
     const startMs = Math.min(this.options.publishTimeoutMs, MAX_START_MS)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((resolve, reject) => {
@@ -85,7 +90,7 @@ class AmqpBus implements Bus {
       )), startMs)
     })
     try {
-      await Promise.race([connection.waitForConnect(), deadline])
+      await Promise.race([Promise.all(connections.map((connection) => connection.waitForConnect())), deadline])
     } catch (error) {
       if (this.closed) throw new ClosedError()
       this.closing = this.shutdown(error as Error)
@@ -121,6 +126,7 @@ class AmqpBus implements Bus {
       state: this.state,
       buffered: this.publisher.buffered,
       unconfirmed: this.publisher.unconfirmed,
+      blocked: this.blocked,
       ...(this.lastError === undefined ? {} : { lastError: this.lastError })
     }
   }
@@ -130,20 +136,64 @@ class AmqpBus implements Bus {
     return this.closing
   }
 
-  private async setup (model: ChannelModel): Promise<void> {
-    // amqplib listens for the connection's errors only once setup succeeded; unheard, an 'error' would crash the process.
-    model.on('error', (error: Error) => { this.lastError = error.message })
-    const channel = await model.createChannel()
-    const confirm = await model.createConfirmChannel()
-    const link: Link = { model, channel, confirm, consumerTag: undefined, lost: false }
-    model.on('close', (error?: Error) => this.lose(link, error))
-    for (const each of [channel, confirm]) {
+  private async connect (side: Side): Promise<RecoveringChannelModel> {
+    const connection = await connect(this.url, {
+      noDelay: true, // amqplib leaves Nagle on, which holds small publishes and acks back ~40 ms
+      timeout: CONNECT_TIMEOUT_MS,
+      clientProperties: { connection_name: `fastify-event-socket ${side.role} ${this.queue}` },
+      recovery: {
+        initialDelay: this.options.reconnectInitialDelayMs,
+        maxDelay: this.options.reconnectMaxDelayMs,
+        maxRetries: Infinity,
+        waitForConnect: false,
+        setup: (model: ChannelModel) => side.role === 'publisher' ? this.setupPublisher(model) : this.setupConsumer(model)
+      }
+    })
+    side.connection = connection
+    this.watch(side, connection)
+    return connection
+  }
+
+  /** A session whose channels, when one closes, drop the connection. */
+  private open (side: Side, model: ChannelModel, channels: Channel[]): Session {
+    const session: Session = { model, channels, consumerTag: undefined, lost: false }
+    model.on('close', (error?: Error) => this.lose(side, session, error))
+    for (const channel of channels) {
       // A channel error (the broker refused an operation) is followed by its close.
-      each.on('error', (error: Error) => { this.lastError = error.message })
+      channel.on('error', (error: Error) => { this.lastError = error.message })
       // Deferred: when the connection closes, amqplib closes its channels first
       // and only then reports the connection's close with the reason, which should win.
-      each.on('close', () => queueMicrotask(() => this.lose(link)))
+      channel.on('close', () => queueMicrotask(() => this.lose(side, session)))
     }
+    return session
+  }
+
+  /** Ends a setup: fails it when the bus was closed or a channel died meanwhile (amqplib then closes this connection and, unless closed, retries). */
+  private ready (side: Side, session: Session): void {
+    if (this.closed) throw new ClosedError()
+    if (session.lost) throw new BrokerUnavailableError(`a channel closed while the ${side.role} connection was being set up`)
+    side.session = session
+    side.state = 'up'
+    this.update(side)
+  }
+
+  private async setupPublisher (model: ChannelModel): Promise<void> {
+    // amqplib listens for the connection's errors only once setup succeeded; unheard, an 'error' would crash the process.
+    model.on('error', (error: Error) => { this.lastError = error.message })
+    const side = this.sides.publisher
+    const confirm = await model.createConfirmChannel()
+    const session = this.open(side, model, [confirm])
+    // Declared here too: this connection may come up first, and a publish to a missing exchange kills the channel.
+    await confirm.assertExchange(this.options.exchange, 'topic', { durable: true })
+    this.ready(side, session)
+    this.publisher.attach(confirm)
+  }
+
+  private async setupConsumer (model: ChannelModel): Promise<void> {
+    model.on('error', (error: Error) => { this.lastError = error.message })
+    const side = this.sides.consumer
+    const channel = await model.createChannel()
+    const session = this.open(side, model, [channel])
     const { exchange, maxQueueLength, prefetch, reconnectMaxDelayMs } = this.options
     await channel.assertExchange(exchange, 'topic', { durable: true })
     await channel.assertQueue(this.queue, {
@@ -162,75 +212,89 @@ class AmqpBus implements Bus {
     await channel.prefetch(prefetch)
     const consumer = this.consumer as Consumer
     consumer.attach(channel)
-    link.consumerTag = (await channel.consume(this.queue, (delivery) => consumer.onMessage(channel, delivery))).consumerTag
-    // Either the bus was closed meanwhile or a channel died: amqplib closes this connection and, unless closed, retries.
-    if (this.closed) throw new ClosedError()
-    if (link.lost) throw new BrokerUnavailableError('a channel closed while the connection was being set up')
-    this.link = link
-    this.publisher.attach(confirm)
-    this.transition('up')
+    session.consumerTag = (await channel.consume(this.queue, (delivery) => consumer.onMessage(channel, delivery))).consumerTag
+    this.ready(side, session)
   }
 
-  private watch (connection: RecoveringChannelModel): void {
+  private watch (side: Side, connection: RecoveringChannelModel): void {
     connection.on('connect-failed', (error: Error) => {
       this.lastError = error.message
-      this.log.warn({ err: error, url: redact(this.url) }, 'event socket: broker connection attempt failed')
+      this.log.warn({ err: error, url: redact(this.url), connection: side.role }, 'event socket: broker connection attempt failed')
     })
     connection.on('reconnect-scheduled', ({ attempt, delay }: { attempt: number, delay: number }) => {
-      this.log.debug({ attempt, delay }, 'event socket: broker reconnect scheduled')
+      this.log.debug({ attempt, delay, connection: side.role }, 'event socket: broker reconnect scheduled')
     })
     connection.on('error', (error: Error) => { this.lastError = error.message })
+    // Only the publishing connection matters: the broker blocks connections that publish, and the consumer's never does.
+    if (side.role !== 'publisher') return
     connection.on('blocked', (reason: string) => {
+      this.blocked = true
       this.lastError = `blocked: ${reason}`
-      this.log.warn({ reason }, 'event socket: the broker blocks publishing (resource alarm); publishes wait and may time out')
+      this.log.warn({ reason }, 'event socket: the broker blocks publishing (resource alarm); publishes wait and may time out, delivery continues')
     })
-    connection.on('unblocked', () => this.log.info('event socket: the broker unblocked publishing'))
+    connection.on('unblocked', () => {
+      this.blocked = false
+      this.log.info('event socket: the broker unblocked publishing')
+    })
   }
 
   /** Forgets a connection whose connection or channel closed; publishes in flight on it fail, the next ones wait for recovery. */
-  private lose (link: Link, error?: Error): void {
-    if (link.lost) return
-    link.lost = true
+  private lose (side: Side, session: Session, error?: Error): void {
+    if (session.lost) return
+    session.lost = true
     if (error !== undefined) this.lastError = error.message
-    this.bindings.detach(link.channel)
-    this.consumer?.detach(link.channel)
-    this.publisher.detach(link.confirm)
-    if (this.link !== link) return
-    this.link = undefined
+    for (const channel of session.channels) {
+      this.bindings.detach(channel)
+      this.consumer?.detach(channel)
+      this.publisher.detach(channel as ConfirmChannel)
+    }
+    if (side.role === 'publisher') this.blocked = false // a new connection starts unblocked; the broker says so again if not
+    if (side.session !== session) return
+    side.session = undefined
     if (this.closed) return
-    this.transition('down')
-    link.model.close().catch(() => {}) // a channel can die alone; recovery starts only when the connection closes
+    side.state = 'down'
+    this.update(side)
+    session.model.close().catch(() => {}) // a channel can die alone; recovery starts only when the connection closes
   }
 
-  private dropConnection (channel: Channel): void {
-    const link = this.link
-    if (link?.channel !== channel) return
+  private dropConsumer (channel: Channel): void {
+    const session = this.sides.consumer.session
+    if (session?.channels[0] !== channel) return
     this.lastError = `the broker cancelled the consumer of ${this.queue}`
-    this.lose(link)
+    this.lose(this.sides.consumer, session)
   }
 
-  private transition (next: BusState): void {
+  /** The bus's state from its two connections': down if either is down, connecting until both came up once, else up. */
+  private update (side: Side): void {
+    const { publisher, consumer } = this.sides
+    const states = [publisher.state, consumer.state]
+    const next: BusState = states.includes('down') ? 'down' : states.includes('connecting') ? 'connecting' : 'up'
+    this.transition(next, side)
+  }
+
+  private transition (next: BusState, side?: Side): void {
     const previous = this.state
     if (previous === next || previous === 'closed') return
     this.state = next
-    const context = { previous, state: next, queue: this.queue, patterns: this.bindings.size }
+    const context = { previous, state: next, connection: side?.role, queue: this.queue, patterns: this.bindings.size }
     if (next === 'up') this.log.info(context, 'event socket: broker connection up')
     else if (next === 'down') {
       this.log.warn({ ...context, lastError: this.lastError, buffered: this.publisher.buffered }, 'event socket: broker connection lost; reconnecting')
-    } else this.log.info(context, 'event socket: broker connection closed')
+    } else if (next === 'closed') this.log.info(context, 'event socket: broker connection closed')
   }
 
   private async shutdown (error: Error): Promise<void> {
-    const link = this.link
+    const consuming = this.sides.consumer.session
     this.transition('closed')
+    this.bindings.close(error)
     const confirmed = this.publisher.close(error)
-    if (link?.consumerTag !== undefined) await link.channel.cancel(link.consumerTag).catch(() => {})
+    if (consuming?.consumerTag !== undefined) await (consuming.channels[0] as Channel).cancel(consuming.consumerTag).catch(() => {})
     this.consumer?.flush()
     await confirmed
     // Nobody will consume it again; x-expires would remove it too, later.
-    if (link !== undefined) await link.channel.deleteQueue(this.queue).catch(() => {})
-    this.link = undefined
-    await this.connection?.close()
+    if (consuming !== undefined) await (consuming.channels[0] as Channel).deleteQueue(this.queue).catch(() => {})
+    for (const side of Object.values(this.sides)) side.session = undefined
+    await Promise.all(Object.values(this.sides).map((side) => side.connection?.close()))
   }
 }
 

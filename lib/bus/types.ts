@@ -23,6 +23,8 @@ export interface BusHealth {
   buffered: number
   /** Publishes sent and not yet confirmed (amqp only). */
   unconfirmed: number
+  /** The broker blocks this instance's publishing connection (a resource alarm); delivery goes on (amqp only). */
+  blocked?: boolean
   /** Last connection error message, if any. */
   lastError?: string
 }
@@ -36,7 +38,10 @@ export interface Bus {
   start (deliver: Deliver): Promise<void>
   /** Resolves once the message is durably accepted (broker confirm); rejects with a typed error otherwise. */
   publish (message: BusMessage): Promise<void>
-  /** Routes messages whose topic matches `pattern` to this instance. Called once per pattern (reference counting is the caller's). */
+  /**
+   * Routes messages whose topic matches `pattern` to this instance. Called once per pattern (reference counting is the caller's).
+   * Resolves only once the routing is in place; rejects with FST_EVSOCK_BROKER_UNAVAILABLE when it could not be made in time.
+   */
   bind (pattern: string): Promise<void>
   /** Stops routing `pattern` to this instance. */
   unbind (pattern: string): Promise<void>

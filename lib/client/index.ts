@@ -103,6 +103,8 @@ interface PatternEntry {
   sentOn: Link | undefined
   /** Resume position for the next `sub` (PROTOCOL.md section 6). */
   since: string | undefined
+  /** Failed `sub`s in a row answered UNAVAILABLE, for the backoff of the next try. */
+  unavailable: number
 }
 
 /** One WebSocket and what belongs to it alone. */
@@ -178,7 +180,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     const pattern = canonicalPattern(spelled)
     let entry = this.#subscriptions.get(pattern)
     if (entry === undefined) {
-      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined }
+      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined, unavailable: 0 }
       this.#subscriptions.set(pattern, entry)
       if (this.#link?.acks !== undefined) this.#sendSub(this.#link, entry)
     }
@@ -298,8 +300,10 @@ export class EventSocketClient extends Emitter<ClientEvents> {
   #onOk (message: OkMessage): void {
     const request = this.#requests.get(message.id)
     this.#requests.delete(message.id)
-    if (request?.op === 'sub') request.entry.ready.resolve()
-    else if (request?.op === 'unsub') request.done.resolve()
+    if (request?.op === 'sub') {
+      request.entry.unavailable = 0
+      request.entry.ready.resolve()
+    } else if (request?.op === 'unsub') request.done.resolve()
     else if (request?.op === 'auth' && (typeof message.expiresAt === 'number' || message.expiresAt === null)) this.#expiresAt = message.expiresAt
   }
 
@@ -312,7 +316,17 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     this.#requests.delete(message.id as number)
     const pattern = request.op === 'sub' ? request.entry.pattern : request.op === 'unsub' ? request.pattern : undefined
     const error = new EventSocketClientError('EVSOCK_REQUEST_FAILED', `${request.op} refused: ${message.message}`, { serverCode: message.code, pattern })
-    if (request.op === 'sub') {
+    if (request.op === 'sub' && message.code === 'UNAVAILABLE' && this.#subscriptions.get(request.entry.pattern) === request.entry) {
+      // The server could not reach its broker in time: not a refusal. Kept and asked again after a backoff
+      // (and on any reconnect); `ready` rejects, and later subscribers of the pattern get a fresh one.
+      const entry = request.entry
+      entry.ready.reject(error)
+      entry.ready = new Deferred()
+      const link = entry.sentOn
+      setTimeout(() => {
+        if (this.#subscriptions.get(entry.pattern) === entry && entry.sentOn === link && link === this.#link && link?.acks !== undefined) this.#sendSub(link, entry)
+      }, backoffDelay(entry.unavailable++, this.#backoff) + this.#backoff.initialDelayMs)
+    } else if (request.op === 'sub') {
       // Refused patterns are dropped, so that reconnects do not ask again.
       if (this.#subscriptions.get(request.entry.pattern) === request.entry) this.#subscriptions.delete(request.entry.pattern)
       request.entry.ready.reject(error)

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { connect as tcpConnect } from 'node:net'
 import { promisify } from 'node:util'
@@ -166,4 +166,31 @@ function redact (url: string): string {
   const parsed = new URL(url)
   if (parsed.password !== '') parsed.password = '***'
   return parsed.toString()
+}
+
+/**
+ * Sets off a real memory alarm: the broker blocks every connection that
+ * publishes, everywhere on it. Returns the function that clears it; the test's
+ * teardown clears it too, and so does the process's exit, so that a failing
+ * or killed test cannot leave the broker blocked for everyone.
+ */
+export async function memoryAlarm (t: Test): Promise<() => Promise<void>> {
+  const original = (await rabbitmqctl('eval', 'vm_memory_monitor:get_vm_memory_high_watermark().')).trim()
+  // `0.4` (a fraction) or `{absolute,1073741824}`.
+  const absolute = /^\{absolute,(\d+)\}$/.exec(original)
+  const restoreArgs = absolute === null ? ['set_vm_memory_high_watermark', original] : ['set_vm_memory_high_watermark', 'absolute', absolute[1] as string]
+  let restored = false
+  const restoreNow = (): void => {
+    if (!restored) execFileSync('rabbitmqctl', ['-q', ...restoreArgs], { timeout: 30_000 })
+  }
+  process.once('exit', restoreNow)
+  const restore = async (): Promise<void> => {
+    if (restored) return
+    await rabbitmqctl(...restoreArgs)
+    restored = true
+    process.removeListener('exit', restoreNow)
+  }
+  t.teardown(restore)
+  await rabbitmqctl('set_vm_memory_high_watermark', '0.0000001')
+  return restore
 }
