@@ -105,6 +105,8 @@ interface PatternEntry {
   since: string | undefined
   /** Failed `sub`s in a row answered UNAVAILABLE, for the backoff of the next try. */
   unavailable: number
+  /** The pending re-send after UNAVAILABLE, cleared on close so it cannot hold a Node process open. */
+  retry: ReturnType<typeof setTimeout> | undefined
 }
 
 /** One WebSocket and what belongs to it alone. */
@@ -180,7 +182,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     const pattern = canonicalPattern(spelled)
     let entry = this.#subscriptions.get(pattern)
     if (entry === undefined) {
-      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined, unavailable: 0 }
+      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined, unavailable: 0, retry: undefined }
       this.#subscriptions.set(pattern, entry)
       if (this.#link?.acks !== undefined) this.#sendSub(this.#link, entry)
     }
@@ -323,7 +325,9 @@ export class EventSocketClient extends Emitter<ClientEvents> {
       entry.ready.reject(error)
       entry.ready = new Deferred()
       const link = entry.sentOn
-      setTimeout(() => {
+      clearTimeout(entry.retry)
+      entry.retry = setTimeout(() => {
+        entry.retry = undefined
         if (this.#subscriptions.get(entry.pattern) === entry && entry.sentOn === link && link === this.#link && link?.acks !== undefined) this.#sendSub(link, entry)
       }, backoffDelay(entry.unavailable++, this.#backoff) + this.#backoff.initialDelayMs)
     } else if (request.op === 'sub') {
@@ -451,7 +455,10 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     if (this.#state === 'closed') return
     this.#setState('closed')
     clearTimeout(this.#retryTimer)
-    for (const entry of this.#subscriptions.values()) entry.ready.reject(reason)
+    for (const entry of this.#subscriptions.values()) {
+      clearTimeout(entry.retry)
+      entry.ready.reject(reason)
+    }
     this.#subscriptions.clear()
     const link = this.#link
     if (link === undefined) {
