@@ -95,7 +95,7 @@ t.test('stats and health describe the instance', async (t) => {
   await b.next((m) => m.op === 'event')
   await a.next((m) => m.op === 'event')
   t.match(server.app.eventSocket.stats(), {
-    connections: 2, subscriptions: 3, patterns: 2, eventsPublished: 1, eventsIn: 1, eventsOut: 2, pending: 0, slowConsumerCloses: 0, broker: { kind: 'memory', state: 'up' }
+    connections: 2, subscriptions: 3, patterns: 2, eventsPublished: 1, eventsIn: 1, eventsOut: 2, pending: 0, slowConsumerCloses: 0, eventsDropped: 0, broker: { kind: 'memory', state: 'up' }
   })
   t.match(server.app.eventSocket.health(), { status: 'ok', connections: 2, broker: { kind: 'memory', state: 'up' } })
 })
