@@ -1,6 +1,7 @@
 import t from 'tap'
 import WebSocket from 'ws'
 import { waitFor } from './helpers/broker.js'
+import { watchProcess } from './helpers/process.js'
 import { delay, openClient, startServer, type Message } from './helpers/server.js'
 
 t.test('an event published from a route handler reaches a JSON and a MessagePack client', async (t) => {
@@ -251,10 +252,7 @@ t.test('with compression, frames over 1 KB are deflated and smaller ones are not
 })
 
 t.test('a socket whose flush throws is closed with 1011 and the others keep receiving', async (t) => {
-  const failures: unknown[] = []
-  const onFailure = (err: unknown): void => { failures.push(err) }
-  process.on('uncaughtException', onFailure)
-  t.teardown(() => { process.off('uncaughtException', onFailure) })
+  const failures = watchProcess(t)
   const server = await startServer(t)
   // Opened and subscribed first, so that the hub flushes it before the others.
   const broken = await openClient(t, server)

@@ -1,36 +1,15 @@
-import { randomUUID } from 'node:crypto'
-import t, { type Test } from 'tap'
-import { connect, type Options } from 'amqplib'
+import t from 'tap'
 import { createAmqpBus } from '../lib/bus/amqp.js'
 import type { BusMessage, Deliver } from '../lib/bus/types.js'
+import { OutboundEvent } from '../lib/codec.js'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, brokerUrl, busMessage, recordingLogger, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, busMessage, recordingLogger, requireBroker, waitFor } from './helpers/broker.js'
+import { publishForeign, type Foreign } from './helpers/foreign.js'
+import { watchProcess } from './helpers/process.js'
 import { openClient, startServer } from './helpers/server.js'
 
 // Poison events (issue 9): whatever another producer puts on the exchange, and
 // whatever one socket does, no event may stop the process or the other sockets.
-
-export interface Foreign {
-  what: string
-  routingKey: string
-  body: Buffer
-  /** Publish properties; `messageId` defaults to a fresh UUID (set it to undefined to leave it out). */
-  properties?: Options.Publish
-}
-
-/** Publishes raw AMQP messages straight to the exchange, as a producer that is not this plugin would, and waits for the broker's confirms. */
-export async function publishForeign (exchange: string, messages: Foreign[]): Promise<void> {
-  const connection = await connect(brokerUrl)
-  try {
-    const channel = await connection.createConfirmChannel()
-    for (const { routingKey, body, properties } of messages) {
-      channel.publish(exchange, routingKey, body, { messageId: randomUUID(), ...properties })
-    }
-    await channel.waitForConfirms()
-  } finally {
-    await connection.close()
-  }
-}
 
 const nestedJson = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)
 
@@ -54,13 +33,19 @@ const poison: Foreign[] = [
   { what: 'a messageId of 200 characters', routingKey: 'feed.x', body: Buffer.from('1'), properties: { messageId: 'i'.repeat(200) } }
 ]
 
-function watchProcess (t: Test): unknown[] {
-  const failures: unknown[] = []
-  const onFailure = (err: unknown): void => { failures.push(err) }
-  process.on('uncaughtException', onFailure)
-  t.teardown(() => { process.off('uncaughtException', onFailure) })
-  return failures
-}
+t.test('an event that cannot be encoded for one format is dropped for that format only, reported once', async (t) => {
+  // Past any maxEventDepth: only a bus that skipped the checks could hand the core this.
+  const message: BusMessage = { id: 'deep', topic: 'feed.x', time: Date.now(), payload: Buffer.from(nestedJson(5000)) }
+  const failures: Array<[string, unknown]> = []
+  const event = new OutboundEvent(message, (failed, format, error) => { failures.push([format, error]) })
+  t.equal(event.encodes('msgpack'), false, 'no MessagePack frame')
+  t.equal(event.encodes('msgpack'), false, 'asked again')
+  t.equal(failures.length, 1, 'the failure is reported once')
+  t.equal(failures[0]?.[0], 'msgpack')
+  t.type(failures[0]?.[1], RangeError)
+  t.equal(event.encodes('json'), true, 'the JSON frame is still there')
+  t.same(JSON.parse(event.frame('json', 1).subarray(4).toString()).data.length, 1, 'and whole')
+})
 
 if (await requireBroker(t)) {
   t.test('foreign messages that are not valid events are dropped and counted; the next event reaches JSON and MessagePack sockets', async (t) => {
