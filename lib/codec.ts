@@ -4,8 +4,8 @@ import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
 // The two wire formats of PROTOCOL.md section 2. An event's body (topic, id,
-// data) is encoded once per format, lazily, the first time a connection of
-// that format receives it; each connection then only writes the WebSocket
+// data) is encoded once per format, the first time a connection of that
+// format takes it; each connection then only writes the WebSocket
 // header and the small envelope in front of it (`op` and its own `seq`).
 
 export type { Format }
@@ -23,6 +23,9 @@ const JSON_HEAD = Buffer.from('{"op":"event","seq":')
 // fixmap of 5 entries, "op": "event", "seq": (the uint follows)
 const MSGPACK_HEAD = Buffer.from([0x85, 0xa2, 0x6f, 0x70, 0xa5, 0x65, 0x76, 0x65, 0x6e, 0x74, 0xa3, 0x73, 0x65, 0x71])
 
+/** Told, once per event and format, that the event has no frame in that format. */
+export type EncodeFailed = (event: OutboundEvent, format: Format, error: unknown) => void
+
 /** One outbound event, shared by every connection it goes to. */
 export class OutboundEvent {
   readonly topic: string
@@ -30,14 +33,32 @@ export class OutboundEvent {
   /** Bytes of the data as JSON, used to bound pending queues. */
   readonly size: number
   readonly #message: BusMessage
-  #jsonBody: Buffer | undefined
-  #msgpackBody: Buffer | undefined
+  readonly #encodeFailed: EncodeFailed | undefined
+  // undefined: not encoded yet; null: encoding failed.
+  #jsonBody: Buffer | null | undefined
+  #msgpackBody: Buffer | null | undefined
 
-  constructor (message: BusMessage) {
+  constructor (message: BusMessage, encodeFailed?: EncodeFailed) {
     this.#message = message
+    this.#encodeFailed = encodeFailed
     this.topic = message.topic
     this.id = message.id
     this.size = message.payload.length
+  }
+
+  /**
+   * Whether the event has a frame in `format`, encoding its body the first
+   * time. Asked before a connection takes the event, so that a failure drops
+   * the event for that format before it gets a `seq`, rather than throwing
+   * later in the flush where it would stop every socket's writes.
+   */
+  encodes (format: Format): boolean {
+    if (format === 'json') {
+      if (this.#jsonBody === undefined) this.#jsonBody = this.#encode(format, () => this.#encodeJson())
+      return this.#jsonBody !== null
+    }
+    if (this.#msgpackBody === undefined) this.#msgpackBody = this.#encode(format, () => this.#encodeMsgpack())
+    return this.#msgpackBody !== null
   }
 
   /** Bytes of this event's whole WebSocket frame with `seq`. */
@@ -73,21 +94,39 @@ export class OutboundEvent {
   }
 
   #body (format: Format): Buffer {
-    if (format === 'json') {
-      // The payload already is JSON, so it is spliced in as bytes, never re-parsed.
-      return (this.#jsonBody ??= Buffer.concat([
-        Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},"data":`),
-        this.#message.payload,
-        CLOSE_BRACE
-      ]))
+    if (!this.encodes(format)) throw new Error(`event ${this.id} has no ${format} frame`)
+    return (format === 'json' ? this.#jsonBody : this.#msgpackBody) as Buffer
+  }
+
+  #encode (format: Format, encode: () => Buffer): Buffer | null {
+    try {
+      return encode()
+    } catch (error) {
+      this.#encodeFailed?.(this, format, error)
+      return null
     }
-    // A map's entries are concatenated key/value encodings after its header, so
-    // the body is a packed {topic, id, data} without its one-byte fixmap header.
-    return (this.#msgpackBody ??= packr.pack({
+  }
+
+  // The payload is spliced in as bytes, never re-parsed: it is JSON because
+  // `publish` made it so, or the broker consumer checked it (amqp-message.ts).
+  #encodeJson (): Buffer {
+    return Buffer.concat([
+      Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},"data":`),
+      this.#message.payload,
+      CLOSE_BRACE
+    ])
+  }
+
+  // A map's entries are concatenated key/value encodings after its header, so
+  // the body is a packed {topic, id, data} without its one-byte fixmap header.
+  // msgpackr recurses per level of the data: maxEventDepth keeps it far from
+  // the stack's end, and #encode catches what gets through anyway.
+  #encodeMsgpack (): Buffer {
+    return packr.pack({
       topic: this.topic,
       id: this.id,
       data: JSON.parse(this.#message.payload.toString('utf8')) as unknown
-    }).subarray(1))
+    }).subarray(1)
   }
 }
 

@@ -21,6 +21,7 @@ export const BadTopicError = createError('FST_EVSOCK_BAD_TOPIC', 'Invalid topic 
 export const BadEventIdError = createError('FST_EVSOCK_BAD_EVENT_ID', 'options.id must be a string of 1 to 128 characters', 400)
 export const PayloadTooLargeError = createError('FST_EVSOCK_PAYLOAD_TOO_LARGE', 'The encoded event is %d bytes, over the limit of %d', 413)
 export const NotSerializableError = createError('FST_EVSOCK_NOT_SERIALIZABLE', 'The event data cannot be encoded as JSON: %s', 400)
+export const TooDeepError = createError('FST_EVSOCK_TOO_DEEP', 'The event data is nested deeper than the limit of %d', 400)
 export const BrokerUnavailableError = createError('FST_EVSOCK_BROKER_UNAVAILABLE', 'The broker is unavailable: %s', 503)
 export const PublishNackedError = createError('FST_EVSOCK_PUBLISH_NACKED', 'The broker refused the event', 503)
 export const ClosedError = createError('FST_EVSOCK_CLOSED', 'The event socket is closed', 503)

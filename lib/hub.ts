@@ -2,14 +2,16 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 import { BindingQueue } from './bindings.js'
 import { CloseCode } from './client/close-codes.js'
-import { OutboundEvent } from './codec.js'
+import { OutboundEvent, type Format } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
 import { Deadlines } from './deadlines.js'
+import { SummarizedLog } from './log-summary.js'
 import { TopicIndex } from './topic-index.js'
-import { CONTROL_PREFIX, isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
+import { CONTROL_PREFIX } from './topics.js'
+import { isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
 import type { Admission } from './handshake.js'
 import type { VerifyToken } from './tokens.js'
-import type { Bus, BusHealth, BusMessage } from './bus/types.js'
+import type { Bus, BusHealth, BusMessage, Deliver } from './bus/types.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
 export interface EventSocketStats {
@@ -29,6 +31,8 @@ export interface EventSocketStats {
   pending: number
   /** Connections closed with 4008. */
   slowConsumerCloses: number
+  /** Events dropped as malformed: broker messages that are not valid events (docs/rabbitmq.md), and events that could not be encoded for a format (counted once per format). */
+  eventsDropped: number
   broker: BusHealth
 }
 
@@ -55,7 +59,10 @@ export class Hub implements ConnectionHost {
   #closing = false
   #closed: Promise<void> | undefined
   #allClosed: (() => void) | undefined
-  #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0 }
+  #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0, eventsDropped: 0 }
+  readonly #encodeFailures: SummarizedLog
+  /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
+  readonly deliver: Deliver
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations) {
     this.options = options
@@ -64,6 +71,11 @@ export class Hub implements ConnectionHost {
     this.#verify = verify
     this.#revocations = revocations
     this.#bindings = new BindingQueue(bus)
+    this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
+    this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
+      limits: { maxEventBytes: options.maxEventBytes, maxEventDepth: options.maxEventDepth },
+      dropped: () => { this.#counters.eventsDropped++ }
+    })
     // One interval for every connection rather than a timer each.
     this.#heartbeat = setInterval(() => {
       for (const connection of this.#connections) connection.heartbeat()
@@ -90,8 +102,7 @@ export class Hub implements ConnectionHost {
     request.log.debug({ session: connection.session, user: user.sub, format }, 'event socket opened')
   }
 
-  /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
-  readonly deliver = (message: BusMessage): void => {
+  #deliver (message: BusMessage): void {
     // Before the index: a client holding `#` matches every routing key, and
     // must never be sent the plugin's own control messages.
     if (message.topic.startsWith(CONTROL_PREFIX)) {
@@ -99,8 +110,15 @@ export class Hub implements ConnectionHost {
       return
     }
     this.#counters.eventsIn++
-    const event = new OutboundEvent(message)
-    this.#index.match(message.topic, (connection) => connection.push(event))
+    const event = new OutboundEvent(message, this.#encodeFailed)
+    this.#index.match(message.topic, (connection) => {
+      if (event.encodes(connection.format)) connection.push(event)
+    })
+  }
+
+  readonly #encodeFailed = (event: OutboundEvent, format: Format, err: unknown): void => {
+    this.#counters.eventsDropped++
+    this.#encodeFailures.report({ err, id: event.id, topic: event.topic, format })
   }
 
   published (): void {
@@ -136,7 +154,21 @@ export class Hub implements ConnectionHost {
     this.#scheduled = []
     for (const connection of scheduled) {
       connection.scheduled = false
-      connection.flush()
+      // One socket's failure must not leave the others' frames unwritten.
+      try {
+        connection.flush()
+      } catch (err) {
+        this.#flushFailed(connection, err)
+      }
+    }
+  }
+
+  #flushFailed (connection: Connection, err: unknown): void {
+    this.log.error({ err, session: connection.session, user: connection.user.sub }, 'event socket: writing to a socket failed; closing it with 1011')
+    try {
+      connection.close(CloseCode.InternalError, 'internal error')
+    } catch {
+      connection.socket.terminate()
     }
   }
 

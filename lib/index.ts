@@ -83,7 +83,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   })
 
   fastify.decorate('publish', async function publish (topic, data, publishOptions) {
-    const message = toBusMessage(topic, data, publishOptions, options.maxEventBytes)
+    const message = toBusMessage(topic, data, publishOptions, options)
     // Once shutdown has begun an event could resolve here yet reach none of
     // this instance's sockets (they are closing): refuse it, so the caller can retry elsewhere.
     if (hub.closing) throw new ClosedError()

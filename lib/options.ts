@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { FastifyJWTOptions } from '@fastify/jwt'
 import { BadOptionError } from './errors.js'
+import { defaultEventLimits } from './publish.js'
 import { isTopicWord } from './topics.js'
 
 /** The verified identity of a connection: the JWT's claims. */
@@ -67,6 +68,8 @@ export interface EventSocketOptions {
   maxBufferedBytes?: number
   /** Largest encoded event `publish` accepts, bytes. Default 204800 (200 KB). */
   maxEventBytes?: number
+  /** Deepest nesting of arrays and objects in an event's data that `publish` accepts (and that a broker message may have). Default 64, at most 1000. */
+  maxEventDepth?: number
   /** Largest inbound frame, bytes; a larger one closes with 1009. Default 16384. */
   maxMessageBytes?: number
   /** Interval of WebSocket pings; a connection that missed the previous pong is terminated. Default 30000. */
@@ -132,8 +135,10 @@ export const brokerDefaults: Readonly<ResolvedBrokerOptions> = {
 // sets prefix): they are not ours to refuse.
 const fastifyRegisterOptions = ['prefix', 'logLevel', 'logSerializers']
 
+const MAX_EVENT_DEPTH = 1000
+
 const positiveIntegers = [
-  'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes',
+  'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes', 'maxEventDepth',
   'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs',
   'revocationTtlMs'
 ] as const
@@ -152,7 +157,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     maxPendingEvents: options.maxPendingEvents ?? 1024,
     maxPendingBytes: options.maxPendingBytes ?? 4 * 1024 * 1024,
     maxBufferedBytes: options.maxBufferedBytes ?? 8 * 1024 * 1024,
-    maxEventBytes: options.maxEventBytes ?? 200 * 1024,
+    maxEventBytes: options.maxEventBytes ?? defaultEventLimits.maxEventBytes,
+    maxEventDepth: options.maxEventDepth ?? defaultEventLimits.maxEventDepth,
     maxMessageBytes: options.maxMessageBytes ?? 16 * 1024,
     heartbeatMs: options.heartbeatMs ?? 30_000,
     expiryNoticeMs: options.expiryNoticeMs ?? 30_000,
@@ -182,6 +188,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     const value = resolved[name]
     if (!Number.isSafeInteger(value) || value < 0) throw new BadOptionError(name, `must be a non-negative integer, got ${String(value)}`)
   }
+  // msgpackr encodes by recursion and overflows the stack at about 1,200 levels (less when called deep in a stack).
+  if (resolved.maxEventDepth > MAX_EVENT_DEPTH) throw new BadOptionError('maxEventDepth', `must be at most ${MAX_EVENT_DEPTH}, got ${resolved.maxEventDepth}`)
   const broker = resolved.broker
   if (broker.url !== undefined && !/^amqps?:\/\//.test(broker.url)) throw new BadOptionError('broker.url', 'must be an amqp:// or amqps:// URL')
   for (const name of ['prefetch', 'maxQueueLength', 'reconnectInitialDelayMs', 'reconnectMaxDelayMs', 'publishTimeoutMs', 'maxBufferedPublishes'] as const) {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { CONTROL_PREFIX } from './topics.js'
 import type { BusMessage } from './bus/types.js'
 import type { EventSocketUser } from './options.js'
 
@@ -6,8 +7,6 @@ import type { EventSocketUser } from './options.js'
 // instance keeps the ones it heard of for `revocationTtlMs` and refuses the
 // tokens they cover (docs/security.md, "Revocation").
 
-/** Routing keys under this prefix are the plugin's own: never a topic (`$` is not a topic character), never routed to sockets. */
-export const CONTROL_PREFIX = '$evsock.'
 export const REVOKE_KEY = `${CONTROL_PREFIX}revoke`
 
 // A revocation dated further ahead than this is not believed: a foreign

@@ -9,6 +9,9 @@ export { canonicalPattern } from './client/patterns.js'
 const WORD = /^[A-Za-z0-9_\-:@]+$/
 const MAX_TOPIC_BYTES = 255
 
+/** Routing keys under this prefix are the plugin's own control messages: never a topic (`$` is not a topic character), never routed to sockets. */
+export const CONTROL_PREFIX = '$evsock.'
+
 /** Whether `value` can stand as one word of a topic (no dots, no wildcards). */
 export function isTopicWord (value: string): boolean {
   return WORD.test(value)

@@ -1,5 +1,7 @@
 import t from 'tap'
 import WebSocket from 'ws'
+import { waitFor } from './helpers/broker.js'
+import { watchProcess } from './helpers/process.js'
 import { delay, openClient, startServer, type Message } from './helpers/server.js'
 
 t.test('an event published from a route handler reaches a JSON and a MessagePack client', async (t) => {
@@ -247,4 +249,31 @@ t.test('with compression, frames over 1 KB are deflated and smaller ones are not
   }
   t.ok(await bytesFor('a'.repeat(500)) > 500, 'a 500-byte event travels as is')
   t.ok(await bytesFor('a'.repeat(20_000)) < 2000, 'a 20 KB repetitive event travels deflated')
+})
+
+t.test('a socket whose flush throws is closed with 1011 and the others keep receiving', async (t) => {
+  const failures = watchProcess(t)
+  const server = await startServer(t)
+  // Opened and subscribed first, so that the hub flushes it before the others.
+  const broken = await openClient(t, server)
+  await broken.subscribe('f.*')
+  const [serverSide] = server.app.websocketServer.clients as Set<WebSocket>
+  const tcp = (serverSide as unknown as { _socket: { write: (...args: unknown[]) => boolean } })._socket
+  const write = tcp.write
+  // Fails once (the event batch), so that the close frame that follows still goes out.
+  tcp.write = function (this: unknown) {
+    tcp.write = write
+    throw new Error('write failed')
+  }
+  const others = [await openClient(t, server, { sub: 'u2' }), await openClient(t, server, { sub: 'u3', format: 'msgpack' })]
+  for (const client of others) await client.subscribe('f.*')
+  await server.app.publish('f.one', 1)
+  let closeCode: number | undefined
+  broken.closed.then(({ code }) => { closeCode = code }, () => {})
+  await waitFor(() => closeCode !== undefined, 'the failing socket to close', 5000)
+  t.equal(closeCode, 1011, 'the failing socket is closed with internal error')
+  for (const client of others) t.equal((await client.next((m) => m.op === 'event')).data, 1, `${client.format} socket got the event`)
+  await server.app.publish('f.two', 2)
+  for (const client of others) t.equal((await client.next((m) => m.op === 'event' && m.seq === 2)).data, 2, `${client.format} socket keeps receiving`)
+  t.same(failures, [], 'nothing escaped to the process')
 })

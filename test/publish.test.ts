@@ -43,6 +43,36 @@ t.test('publish refuses data without a JSON form with FST_EVSOCK_NOT_SERIALIZABL
   await t.rejects(server.app.publish('x', 10n), { code: 'FST_EVSOCK_NOT_SERIALIZABLE' })
 })
 
+/** `depth` arrays (or single-key objects) nested in one another around `null`. */
+function nested (depth: number, map = false): unknown {
+  let value: unknown = null
+  for (let i = 0; i < depth; i++) value = map ? { a: value } : [value]
+  return value
+}
+
+t.test('publish refuses data nested deeper than maxEventDepth with FST_EVSOCK_TOO_DEEP', async (t) => {
+  const server = await startServer(t)
+  const json = await openClient(t, server, { format: 'json' })
+  const msgpack = await openClient(t, server, { format: 'msgpack' })
+  await json.subscribe('deep.*')
+  await msgpack.subscribe('deep.*')
+  // 2000 levels: a few KB of JSON that msgpackr cannot encode (its recursion overflows the stack).
+  for (const map of [false, true]) {
+    await t.rejects(server.app.publish('deep.x', nested(2000, map)), { code: 'FST_EVSOCK_TOO_DEEP', statusCode: 400 }, map ? 'objects' : 'arrays')
+  }
+  await t.rejects(server.app.publish('deep.x', nested(65)), { code: 'FST_EVSOCK_TOO_DEEP' }, 'one past the default of 64')
+  // Brackets inside strings are text, not nesting.
+  await t.resolves(server.app.publish('deep.x', { text: '['.repeat(500) + '{"'.repeat(100) }), 'brackets inside strings do not count')
+  await t.resolves(server.app.publish('deep.x', nested(64, true)), 'exactly the default limit passes')
+  for (const client of [json, msgpack]) {
+    await client.next(() => client.events().length === 2)
+    t.same(client.events()[1]!.data, nested(64, true), `${client.format} subscriber got the 64-level event`)
+  }
+  const shallow = await startServer(t, { maxEventDepth: 3 })
+  await t.resolves(shallow.app.publish('deep.x', nested(3)))
+  await t.rejects(shallow.app.publish('deep.x', { a: [{ b: 1 }], c: [[[1]]] }), { code: 'FST_EVSOCK_TOO_DEEP' }, 'the deepest branch counts')
+})
+
 t.test('an event nobody subscribes to is not delivered anywhere', async (t) => {
   const server = await startServer(t)
   const client = await openClient(t, server)
@@ -65,13 +95,13 @@ t.test('stats and health describe the instance', async (t) => {
   await b.next((m) => m.op === 'event')
   await a.next((m) => m.op === 'event')
   t.match(server.app.eventSocket.stats(), {
-    connections: 2, subscriptions: 3, patterns: 2, eventsPublished: 1, eventsIn: 1, eventsOut: 2, pending: 0, slowConsumerCloses: 0, broker: { kind: 'memory', state: 'up' }
+    connections: 2, subscriptions: 3, patterns: 2, eventsPublished: 1, eventsIn: 1, eventsOut: 2, pending: 0, slowConsumerCloses: 0, eventsDropped: 0, broker: { kind: 'memory', state: 'up' }
   })
   t.match(server.app.eventSocket.health(), { status: 'ok', connections: 2, broker: { kind: 'memory', state: 'up' } })
 })
 
 t.test('options are validated with FST_EVSOCK_BAD_OPTION', async (t) => {
-  for (const options of [{ window: 0 }, { path: 'events' }, { maxEventBytes: -1 }, { broker: { url: 'http://x' } }, { origins: 'x' }]) {
+  for (const options of [{ window: 0 }, { path: 'events' }, { maxEventBytes: -1 }, { maxEventDepth: 0 }, { maxEventDepth: 100_000 }, { broker: { url: 'http://x' } }, { origins: 'x' }]) {
     const app = Fastify()
     app.register(eventSocket, { jwt: { secret: SECRET }, ...options } as never)
     await t.rejects(async () => { await app.ready() }, { code: 'FST_EVSOCK_BAD_OPTION' }, JSON.stringify(options))

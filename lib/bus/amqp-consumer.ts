@@ -1,5 +1,7 @@
 import type { Channel, ConsumeMessage } from 'amqplib'
 import type { FastifyBaseLogger } from 'fastify'
+import { SummarizedLog } from '../log-summary.js'
+import { defaultEventLimits } from '../publish.js'
 import { fromDelivery } from './amqp-message.js'
 import type { Deliver } from './types.js'
 
@@ -16,6 +18,7 @@ export class Consumer {
   // core already has those, so they are acked and not delivered twice.
   private readonly recentIds: string[] = []
   private readonly recent = new Set<string>()
+  private readonly dropLog: SummarizedLog
 
   constructor (
     private readonly deliver: Deliver,
@@ -23,7 +26,9 @@ export class Consumer {
     private readonly memory: number,
     /** Called when the broker cancels the consumer (its queue was deleted). */
     private readonly onCancel: (channel: Channel) => void
-  ) {}
+  ) {
+    this.dropLog = new SummarizedLog(log, 'warn', 'event socket: dropped a broker message that is not a valid event (see docs/rabbitmq.md, foreign messages)')
+  }
 
   attach (channel: Channel): void {
     this.channel = channel
@@ -64,9 +69,11 @@ export class Consumer {
   }
 
   private handle (delivery: ConsumeMessage): void {
-    const message = fromDelivery(delivery)
-    if (message === undefined) {
-      this.log.warn({ topic: delivery.fields.routingKey }, 'event socket: dropped a broker message without a messageId (not published by this plugin)')
+    const message = fromDelivery(delivery, this.deliver.limits ?? defaultEventLimits)
+    if (typeof message === 'string') {
+      // Acked like the rest: redelivered, it would fail the same way forever.
+      this.dropLog.report({ reason: message, topic: delivery.fields.routingKey, bytes: delivery.content.length })
+      this.deliver.dropped?.(message)
       return
     }
     if (delivery.fields.redelivered && this.recent.has(message.id)) return

@@ -1,4 +1,7 @@
+import { isUtf8 } from 'node:buffer'
 import type { ConsumeMessage, Options } from 'amqplib'
+import { eventBytes, isEventId, nestedDeeperThan, type EventLimits } from '../publish.js'
+import { CONTROL_PREFIX, topicProblem } from '../topics.js'
 import type { BusMessage } from './types.js'
 
 // How a BusMessage maps onto an AMQP message, both ways. The payload is the
@@ -20,11 +23,32 @@ export function publishOptions (message: BusMessage): Options.Publish {
   }
 }
 
-/** The BusMessage of a delivery, or undefined when it lacks an id (not published through this plugin). */
-export function fromDelivery (delivery: ConsumeMessage): BusMessage | undefined {
+/**
+ * The BusMessage of a delivery, or why it is not one. Anyone with access to
+ * the exchange can publish to it, so a delivery is held to what `publish`
+ * guarantees: the core splices the body into JSON frames as it is and
+ * encodes it to MessagePack by recursion, so a body that is not UTF-8 JSON
+ * within the limits would break a client's stream or the process.
+ */
+export function fromDelivery (delivery: ConsumeMessage, limits: EventLimits): BusMessage | string {
   const { messageId, timestamp, headers } = delivery.properties as { messageId?: unknown, timestamp?: unknown, headers?: Record<string, unknown> }
-  if (typeof messageId !== 'string' || messageId === '') return undefined
+  if (!isEventId(messageId)) return 'messageId is not a string of 1 to 128 characters (not published by this plugin)'
+  const topic = delivery.fields.routingKey
+  if (!topic.startsWith(CONTROL_PREFIX)) {
+    const problem = topicProblem(topic)
+    if (problem !== undefined) return `routing key is not a valid topic: ${problem}`
+  }
+  const payload = delivery.content
+  const size = eventBytes(topic, messageId, payload)
+  if (size > limits.maxEventBytes) return `event of ${size} bytes is over maxEventBytes (${limits.maxEventBytes})`
+  if (!isUtf8(payload)) return 'body is not UTF-8'
+  if (nestedDeeperThan(payload, limits.maxEventDepth)) return `body is nested deeper than maxEventDepth (${limits.maxEventDepth})`
+  try {
+    JSON.parse(payload.toString('utf8'))
+  } catch {
+    return 'body is not JSON'
+  }
   const exact = headers?.[TIME_HEADER]
   const time = typeof exact === 'number' ? exact : typeof timestamp === 'number' ? timestamp * 1000 : Date.now()
-  return { id: messageId, topic: delivery.fields.routingKey, time, payload: delivery.content }
+  return { id: messageId, topic, time, payload }
 }

@@ -1,3 +1,5 @@
+import type { EventLimits } from '../publish.js'
+
 // The seam between `publish` and the instances' sockets. Two implementations:
 // `memory` (in-process, one instance) and `amqp` (RabbitMQ, many instances).
 // Both must behave the same to a client; test/bus-contract.test.ts holds them to it.
@@ -30,7 +32,13 @@ export interface BusHealth {
 }
 
 /** Called for every message routed to this instance. Enqueueing is synchronous, so the bus may ack once it returns. */
-export type Deliver = (message: BusMessage) => void
+export interface Deliver {
+  (message: BusMessage): void
+  /** What a message from outside this process (the broker) must meet to be delivered; without it, the default limits. */
+  readonly limits?: EventLimits
+  /** Told of each message from outside that was dropped as malformed (the bus has logged it). */
+  readonly dropped?: (reason: string) => void
+}
 
 export interface Bus {
   readonly kind: 'memory' | 'amqp'
