@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'tstyche'
-import type { Bus, BusHealth, BusMessage } from 'fastify-event-socket'
+import type { Bus, BusHealth, BusMessage, Deliver } from 'fastify-event-socket'
 
 // Bus and BusMessage are exported for those who write their own bus: this one
 // must keep compiling against the interface, or the file fails.
@@ -23,7 +23,8 @@ describe('Bus', () => {
 
   test('has the documented methods', () => {
     expect<Bus['kind']>().type.toBe<'memory' | 'amqp'>()
-    expect<Bus['start']>().type.toBe<(deliver: (message: BusMessage) => void) => Promise<void>>()
+    expect<Bus['start']>().type.toBe<(deliver: Deliver) => Promise<void>>()
+    expect<(message: BusMessage) => void>().type.toBeAssignableTo<Deliver>()
     expect<Bus['publish']>().type.toBe<(message: BusMessage) => Promise<void>>()
     expect<Bus['bind']>().type.toBe<(pattern: string) => Promise<void>>()
     expect<Bus['unbind']>().type.toBe<(pattern: string) => Promise<void>>()
@@ -50,6 +51,7 @@ describe('BusMessage and BusHealth', () => {
       state: 'up' | 'connecting' | 'down' | 'closed'
       buffered: number
       unconfirmed: number
+      blocked?: boolean
       lastError?: string
     }>()
   })

@@ -52,6 +52,7 @@ describe('app.eventSocket', () => {
       eventsOut: number
       pending: number
       slowConsumerCloses: number
+      eventsDropped: number
       broker: BusHealth
     }>()
     expect(app.eventSocket.stats).type.not.toBeCallableWith('connections')

@@ -55,6 +55,8 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxEventBytes: 1, maxMessageBytes: 1, heartbeatMs: 1, expiryNoticeMs: 1 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxSubscriptions: 1, rateLimit: 1, rateBurst: 1, maxBadFrames: 1, badFrameWindowMs: 1 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ revocationTtlMs: 86_400_000 })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ maxPatternWildcards: 0, maxEventDepth: 64 })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ maxPatternWildcards: '1' })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ revocationTtlMs: '1d' })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
