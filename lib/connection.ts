@@ -265,6 +265,13 @@ export class Connection implements Subscriber {
       return
     }
     if (this.#requests !== undefined) {
+      // Behind a slow async authorize the queue would grow as fast as the
+      // rate refills. Bounded by one burst, so that whatever the rate limit
+      // admits at once (a whole resubscription after a reconnect) still fits.
+      if (this.#requests.length >= this.#options.rateBurst) {
+        this.#refuse({ code: 'RATE_LIMITED', message: `more than ${this.#options.rateBurst} requests waiting`, id: parsed.id })
+        return
+      }
       this.#requests.push(parsed)
       return
     }
