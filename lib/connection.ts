@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomInt, randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { WebSocket, type RawData } from 'ws'
 import { controlFrame, decodeMessage, OutboundEvent, type Format } from './codec.js'
@@ -50,6 +50,12 @@ export class Connection implements Subscriber {
   matchMark = 0
   /** Answered the last ping; cleared at each heartbeat. */
   alive = true
+  /**
+   * Payload of the outstanding ping. Only a pong echoing it counts: a peer
+   * that never reads cannot see it, so unsolicited pongs do not keep it alive.
+   * A random start, so that it cannot be guessed from the heartbeat count.
+   */
+  #ping = randomInt(2 ** 32)
   /** Waits for the host's end-of-turn flush. */
   scheduled = false
   /** Last `seq` written, and last `seq` the client acknowledged. */
@@ -134,7 +140,14 @@ export class Connection implements Subscriber {
       return
     }
     this.alive = false
-    this.socket.ping()
+    this.#ping = (this.#ping + 1) >>> 0
+    const payload = Buffer.allocUnsafe(4)
+    payload.writeUInt32BE(this.#ping)
+    this.socket.ping(payload)
+  }
+
+  pong (payload: Buffer): void {
+    if (payload.length === 4 && payload.readUInt32BE(0) === this.#ping) this.alive = true
   }
 
   close (code: CloseCodeValue, reason: string): void {
@@ -254,6 +267,13 @@ export class Connection implements Subscriber {
       return
     }
     if (this.#requests !== undefined) {
+      // Behind a slow async authorize the queue would grow as fast as the
+      // rate refills. Bounded by one burst, so that whatever the rate limit
+      // admits at once (a whole resubscription after a reconnect) still fits.
+      if (this.#requests.length >= this.#options.rateBurst) {
+        this.#refuse({ code: 'RATE_LIMITED', message: `more than ${this.#options.rateBurst} requests waiting`, id: parsed.id })
+        return
+      }
       this.#requests.push(parsed)
       return
     }
@@ -435,8 +455,8 @@ function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
   (this as OwnedSocket)[kConnection].receive(data, isBinary)
 }
 
-function onPong (this: WebSocket): void {
-  (this as OwnedSocket)[kConnection].alive = true
+function onPong (this: WebSocket, payload: Buffer): void {
+  (this as OwnedSocket)[kConnection].pong(payload)
 }
 
 function onClose (this: WebSocket): void {

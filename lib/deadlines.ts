@@ -9,8 +9,13 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 export class Deadlines<T> {
   readonly #fire: (item: T, at: number) => void
   readonly #buckets = new Map<number, Set<T>>()
-  /** Bucket times, a binary min-heap; a time may outlive its emptied bucket. */
-  readonly #times: number[] = []
+  /**
+   * Bucket times, a binary min-heap; a time may outlive its emptied bucket.
+   * Stale times are dropped once they outnumber the live buckets, so moving
+   * a deadline over and over (a client refreshing its token in a loop)
+   * cannot grow the heap until the old times come due.
+   */
+  #times: number[] = []
   #timer: NodeJS.Timeout | undefined
   #timerAt = Infinity
 
@@ -29,9 +34,17 @@ export class Deadlines<T> {
     if (at < this.#timerAt) this.#arm()
   }
 
+  /** Times in the heap, stale ones included (for tests). */
+  get heapSize (): number {
+    return this.#times.length
+  }
+
   delete (at: number, item: T): void {
     const bucket = this.#buckets.get(at)
-    if (bucket?.delete(item) === true && bucket.size === 0) this.#buckets.delete(at)
+    if (bucket?.delete(item) === true && bucket.size === 0) {
+      this.#buckets.delete(at)
+      this.#dropStaleTimes()
+    }
   }
 
   close (): void {
@@ -39,6 +52,13 @@ export class Deadlines<T> {
     this.#timerAt = Infinity
     this.#buckets.clear()
     this.#times.length = 0
+  }
+
+  /** Amortized O(log n) per delete: a rebuild costs O(n log n) and needs n deletes to come due again. */
+  #dropStaleTimes (): void {
+    if (this.#times.length <= 2 * this.#buckets.size) return
+    // A sorted array is a valid min-heap.
+    this.#times = [...this.#buckets.keys()].sort((a, b) => a - b)
   }
 
   #arm (): void {
@@ -63,6 +83,7 @@ export class Deadlines<T> {
       this.#buckets.delete(at)
       for (const item of bucket) this.#fire(item, at)
     }
+    this.#dropStaleTimes()
     this.#arm()
   }
 }

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import {
   BusyError, ForbiddenOriginError, HandshakeRateLimitedError, NoTokenError, UnsupportedProtocolError
@@ -24,12 +25,22 @@ export interface HandshakeDeps {
   verify: VerifyToken
 }
 
-const admissions = new WeakMap<FastifyRequest, Admission>()
+interface PendingAdmission extends Admission {
+  /** Gives back the connection slot the handshake reserved. */
+  release (): void
+}
 
-/** What the handshake decided for an upgraded request; handed over once, then forgotten. */
+const admissions = new WeakMap<FastifyRequest, PendingAdmission>()
+
+/**
+ * What the handshake decided for an upgraded request; handed over once, then
+ * forgotten. Its reserved slot is given back here: the caller adds the
+ * connection in the same turn, so the cap never sees it twice or not at all.
+ */
 export function takeAdmission (request: FastifyRequest): Admission | undefined {
   const admission = admissions.get(request)
   admissions.delete(request)
+  admission?.release()
   return admission
 }
 
@@ -39,23 +50,45 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
   // Done whether or not the query token is allowed: a refused one is a credential too.
   keepQueryTokensOutOfUrls(fastify, `${fastify.prefix}${options.path}`)
 
+  // Handshakes admitted past the cap check whose connection is not open yet.
+  // Verification may await (a key resolved asynchronously), and everything
+  // between this hook and the upgrade may too: without counting them, any
+  // number of concurrent handshakes would pass the cap together.
+  let reserved = 0
+
   return async function handshake (request: FastifyRequest): Promise<void> {
     // Plain HTTP requests fall through to the route's 426 handler.
     if (!request.ws) return
     if (limiter !== undefined && !limiter.take(request.ip)) throw new HandshakeRateLimitedError()
-    if (connectionCount() >= options.maxConnections) throw new BusyError()
-    checkOrigin(request, options)
+    if (connectionCount() + reserved >= options.maxConnections) throw new BusyError()
+    reserved++
+    // Absent for @fastify/websocket's injectWS, which has no TCP socket.
+    const socket: Socket | undefined = request.raw.socket
+    let held = true
+    const release = (): void => {
+      if (!held) return
+      held = false
+      reserved--
+      socket?.off('close', release)
+    }
+    // A client gone before the upgrade (ws then never opens the socket) gives it back too.
+    socket?.once('close', release)
+    try {
+      checkOrigin(request, options)
+      const offered = parseProtocols(request.headers['sec-websocket-protocol'])
+      const { format, token: protocolToken } = negotiate(offered)
+      const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryTokenOf(request) : undefined)
+      if (token === undefined) throw new NoTokenError()
+      const user = await verify(token, request)
 
-    const offered = parseProtocols(request.headers['sec-websocket-protocol'])
-    const { format, token: protocolToken } = negotiate(offered)
-    const token = protocolToken ?? headerToken(request) ?? (options.allowQueryToken ? queryTokenOf(request) : undefined)
-    if (token === undefined) throw new NoTokenError()
-    const user = await verify(token, request)
-
-    // ws answers with the first offered subprotocol; leave it only the chosen
-    // format, so the bearer token is never echoed back in the response.
-    if (offered.length > 0) request.raw.headers['sec-websocket-protocol'] = subprotocols[format]
-    admissions.set(request, { user, format })
+      // ws answers with the first offered subprotocol; leave it only the chosen
+      // format, so the bearer token is never echoed back in the response.
+      if (offered.length > 0) request.raw.headers['sec-websocket-protocol'] = subprotocols[format]
+      admissions.set(request, { user, format, release })
+    } catch (err) {
+      release()
+      throw err
+    }
   }
 }
 

@@ -48,3 +48,30 @@ t.test('many deadlines in random order come out sorted', async (t) => {
   t.same(fired, [...fired].sort((a, b) => a - b))
   deadlines.close()
 })
+
+t.test('moving one deadline again and again (a client refreshing its token in a loop) keeps the heap bounded', async (t) => {
+  const fired: Array<[string, number]> = []
+  const deadlines = new Deadlines<string>((item, at) => fired.push([item, at]))
+  const base = Date.now() + 3_600_000
+  deadlines.add(base - 1000, 'other')
+  let at = base
+  deadlines.add(at, 'refresher')
+  for (let i = 1; i <= 10_000; i++) {
+    // What Connection#setDeadline does on each `auth`: drop the old time, add the new one.
+    deadlines.delete(at, 'refresher')
+    at = base + i
+    deadlines.add(at, 'refresher')
+    if (deadlines.heapSize > 64) break
+  }
+  t.ok(deadlines.heapSize <= 64, `the heap holds ${deadlines.heapSize} times for 2 live deadlines`)
+
+  // Still correct after the rebuilds: both fire, in order, once.
+  deadlines.add(Date.now() + 5, 'soon')
+  deadlines.delete(at, 'refresher')
+  deadlines.add(Date.now() + 10, 'refresher')
+  deadlines.delete(base - 1000, 'other')
+  await delay(60)
+  t.same(fired.map(([item]) => item), ['soon', 'refresher'])
+  t.equal(deadlines.heapSize, 0, 'nothing left once all fired')
+  deadlines.close()
+})

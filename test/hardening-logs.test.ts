@@ -1,8 +1,9 @@
 import t, { type Test as Tap } from 'tap'
 import { Writable } from 'node:stream'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import eventSocket, { type EventSocketOptions } from '../lib/index.js'
 import { attemptHandshake, SECRET, TestClient, type TestServer } from './helpers/server.js'
+import { rawWebSocket } from './helpers/raw-socket.js'
 
 // A token in a log is a credential anyone with log access can replay (issue 6).
 // The server here logs everything at trace level into a buffer; each token
@@ -13,7 +14,7 @@ interface LoggedServer extends TestServer {
   log (): string
 }
 
-async function loggedServer (t: Tap, options: EventSocketOptions, setup?: (app: FastifyInstance) => void): Promise<LoggedServer> {
+async function loggedServer (t: Tap, options: EventSocketOptions, setup?: (app: FastifyInstance) => void, init: { fastify?: FastifyServerOptions, prefix?: string } = {}): Promise<LoggedServer> {
   const lines: string[] = []
   const stream = new Writable({
     write (chunk: Buffer, _encoding, done) {
@@ -21,12 +22,21 @@ async function loggedServer (t: Tap, options: EventSocketOptions, setup?: (app: 
       done()
     }
   })
-  const app = Fastify({ logger: { level: 'trace', stream } })
-  await app.register(eventSocket, { jwt: { secret: SECRET }, expiryNoticeMs: 0, ...options })
+  const app = Fastify({ ...init.fastify, logger: { level: 'trace', stream } })
+  const plugin = { jwt: { secret: SECRET }, expiryNoticeMs: 0, ...options }
+  // Under a prefix @fastify/jwt is registered in the prefixed scope.
+  let signer: FastifyInstance = app
+  if (init.prefix === undefined) await app.register(eventSocket, plugin)
+  else {
+    await app.register(async (scope) => {
+      await scope.register(eventSocket, plugin)
+      signer = scope
+    }, { prefix: init.prefix })
+  }
   setup?.(app)
   const origin = new URL(await app.listen({ port: 0, host: '127.0.0.1' }))
   t.teardown(() => app.close())
-  const sign: TestServer['sign'] = (claims, signOptions) => app.jwt.sign(claims, { expiresIn: '1h', ...signOptions })
+  const sign: TestServer['sign'] = (claims, signOptions) => signer.jwt.sign(claims, { expiresIn: '1h', ...signOptions })
   return { app, port: Number(origin.port), url: `ws://${origin.host}/events`, sign, log: () => lines.join('') }
 }
 
@@ -109,4 +119,51 @@ t.test('an encoded parameter name, a trailing slash and upper case are stripped 
   assertNotLogged(t, server.log(), [token])
   const other = await fetch(`http://127.0.0.1:${server.port}/other?access_token=abc&b=2`)
   t.same(await other.json(), { access_token: 'abc', b: '2' }, 'the app\'s own routes are untouched')
+})
+
+let signed = 0
+
+/** Opens a socket with the token in the query only, so that a 101 proves the request reached the route with it. */
+async function admittedByQuery (t: Tap, server: LoggedServer, target: (token: string) => string): Promise<string> {
+  const token = server.sign({ sub: 'u1', n: ++signed })
+  try {
+    const socket = await rawWebSocket(server.port, target(token), {})
+    t.teardown(() => socket.destroy())
+    t.pass(`admitted: ${target('T')}`)
+  } catch (err) {
+    t.fail(`${target('T')}: ${(err as Error).message}`)
+  }
+  return token
+}
+
+t.test('every spelling of the path that reaches the route has its query token stripped before it is logged', async (t) => {
+  const server = await loggedServer(t, { allowQueryToken: true, handshakesPerMinute: 0 })
+  const host = `127.0.0.1:${server.port}`
+  const tokens = [
+    // The router decodes percent-encoding in the path before matching.
+    await admittedByQuery(t, server, (token) => `/%65vents?access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/%65v%65nts?x=1&access_token=${token}`),
+    // It ends the path at `#` too, and reads the query from there.
+    await admittedByQuery(t, server, (token) => `/events#access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/events#x?access_token=${token}`),
+    // An absolute-form request target routes by its path.
+    await admittedByQuery(t, server, (token) => `http://${host}/%65vents?access_token=${token}`)
+  ]
+  assertNotLogged(t, server.log(), tokens)
+})
+
+t.test('with the router\'s lenient options, and under a prefix, the spellings they admit are stripped too', async (t) => {
+  const server = await loggedServer(t, { allowQueryToken: true, handshakesPerMinute: 0 }, undefined, {
+    fastify: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, caseSensitive: false, useSemicolonDelimiter: true },
+    prefix: '/api'
+  })
+  const tokens = [
+    await admittedByQuery(t, server, (token) => `/api/%65vents?access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/api/events/?access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `//api//events?access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/API/%45VENTS?access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/api/events;access_token=${token}`),
+    await admittedByQuery(t, server, (token) => `/api/e%76ents;x=1?access_token=${token}`)
+  ]
+  assertNotLogged(t, server.log(), tokens)
 })
