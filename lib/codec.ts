@@ -3,7 +3,7 @@ import { subprotocols, type Format } from './client/protocol.js'
 import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
-// The two wire formats of PROTOCOL.md section 2. An event's body (topic, id,
+// The two wire formats of docs/protocol.md section 2. An event's body (topic, id,
 // data) is encoded once per format, the first time a connection of that
 // format takes it; each connection then only writes the WebSocket
 // header and the small envelope in front of it (`op` and its own `seq`).

@@ -39,7 +39,7 @@ const BAD_FRAME_CODES: ReadonlySet<ErrorCode> = new Set(['BAD_REQUEST', 'BAD_TOP
 
 /**
  * One WebSocket: its user, subscriptions, ack window, pending queue, rate and
- * bad-frame accounting, and token-expiry timers (PROTOCOL.md sections 2 to 5).
+ * bad-frame accounting, and token-expiry timers (docs/protocol.md sections 2 to 5).
  */
 export class Connection implements Subscriber {
   readonly session = randomUUID()
@@ -343,7 +343,7 @@ export class Connection implements Subscriber {
       this.#refuse({ code: 'UNAVAILABLE', message: `subscription to ${pattern} not made: ${(err as Error).message}`, id })
       return
     }
-    // History is not kept, so a resume point can never be honoured (PROTOCOL.md section 6).
+    // History is not kept, so a resume point can never be honoured (docs/protocol.md section 6).
     this.#write(since === undefined ? { op: 'ok', id } : { op: 'ok', id, recovered: false })
   }
 

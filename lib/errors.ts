@@ -2,7 +2,7 @@ import createError from '@fastify/error'
 
 // Every error the plugin raises comes from here, so that each code is stable
 // and documented in one place (README "Errors"). Handshake refusals carry the
-// HTTP status of PROTOCOL.md section 1; the others are thrown to callers.
+// HTTP status of docs/protocol.md section 1; the others are thrown to callers.
 
 // Handshake refusals (sent as the HTTP response, never after an upgrade).
 export const NoTokenError = createError('FST_EVSOCK_NO_TOKEN', 'No access token was presented', 401)

@@ -9,7 +9,7 @@ import { keepQueryTokensOutOfUrls, queryTokenOf } from './query-token.js'
 import type { VerifyToken } from './tokens.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
-// PROTOCOL.md section 1: everything about admission happens here, in a route
+// docs/protocol.md section 1: everything about admission happens here, in a route
 // hook that runs before @fastify/websocket upgrades the socket, so every
 // refusal is a plain HTTP response with a status and a stable code.
 

@@ -1,6 +1,6 @@
 import { canonicalPattern, multiWordWildcards, patternProblem } from './topics.js'
 
-// Validation of client-to-server messages (PROTOCOL.md section 2). A frame is
+// Validation of client-to-server messages (docs/protocol.md section 2). A frame is
 // either a typed request or a problem to answer with `error`; nothing here
 // throws, and only the named fields are ever read (unknown fields are ignored).
 

@@ -1,4 +1,4 @@
-// Topic and pattern syntax of PROTOCOL.md section 3. A topic is 1 to 255 bytes
+// Topic and pattern syntax of docs/protocol.md section 3. A topic is 1 to 255 bytes
 // of dot-separated words; a pattern may also use the AMQP wildcards `*` (one
 // word) and `#` (zero or more words) as whole words.
 

@@ -1,4 +1,4 @@
-// Cumulative, batched acknowledgements for one connection (PROTOCOL.md
+// Cumulative, batched acknowledgements for one connection (docs/protocol.md
 // section 4). Handlers may finish out of order (async ones), so the ack only
 // ever covers the contiguous run of processed events from the start.
 

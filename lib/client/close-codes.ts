@@ -1,4 +1,4 @@
-/** WebSocket close codes of PROTOCOL.md section 7, shared by the client and the server. */
+/** WebSocket close codes of docs/protocol.md section 7, shared by the client and the server. */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,

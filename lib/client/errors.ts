@@ -25,7 +25,7 @@ export type ClientErrorCode =
 export interface ClientErrorDetails {
   /** HTTP status of a refused handshake, when the platform exposes it (Node with `ws`; never in browsers). */
   status?: number
-  /** The server's error code (PROTOCOL.md section 2), for EVSOCK_REQUEST_FAILED and EVSOCK_SERVER_ERROR. */
+  /** The server's error code (docs/protocol.md section 2), for EVSOCK_REQUEST_FAILED and EVSOCK_SERVER_ERROR. */
   serverCode?: string
   /** The subscription pattern concerned, if any. */
   pattern?: string

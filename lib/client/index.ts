@@ -7,7 +7,7 @@ import { canonicalPattern, compilePattern } from './patterns.js'
 import { BEARER_PREFIX, decodeMessage, encodeMessage, subprotocols } from './protocol.js'
 import type { ClientMessage, EventMessage, Format, HelloMessage, OkMessage, ErrorMessage, ServerMessage } from './protocol.js'
 
-// The client of PROTOCOL.md: one WebSocket at a time, every subscription held
+// The client of docs/protocol.md: one WebSocket at a time, every subscription held
 // across reconnects, events fanned out to local handlers and acknowledged in
 // batches once the handlers are done. Zero runtime dependencies; runs on the
 // browser's WebSocket and on the `ws` package's.
@@ -101,7 +101,7 @@ interface PatternEntry {
   ready: Deferred
   /** The connection the `sub` was last sent on. */
   sentOn: Link | undefined
-  /** Resume position for the next `sub` (PROTOCOL.md section 6). */
+  /** Resume position for the next `sub` (docs/protocol.md section 6). */
   since: string | undefined
   /** Failed `sub`s in a row answered UNAVAILABLE, for the backoff of the next try. */
   unavailable: number

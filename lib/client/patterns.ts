@@ -1,4 +1,4 @@
-// AMQP topic-exchange matching (PROTOCOL.md section 3), used to fan an event
+// AMQP topic-exchange matching (docs/protocol.md section 3), used to fan an event
 // out to the local handlers: the server sends an event once per connection
 // even when several of the connection's patterns match it.
 

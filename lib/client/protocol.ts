@@ -1,6 +1,6 @@
 import { decode, encode } from './msgpack.js'
 
-// The messages of PROTOCOL.md section 2 and their two encodings. Frames from
+// The messages of docs/protocol.md section 2 and their two encodings. Frames from
 // the server are checked here, once, so the rest of the client can trust the
 // types.
 
@@ -31,7 +31,7 @@ export interface EventMessage {
   topic: string
   id: string
   data: unknown
-  /** Server-side position, present when history is on (PROTOCOL.md section 6). */
+  /** Server-side position, present when history is on (docs/protocol.md section 6). */
   pos?: string
 }
 
