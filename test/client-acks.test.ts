@@ -1,6 +1,7 @@
 import t from 'tap'
 import { AckTracker } from '../lib/client/acks.js'
 import { backoffDelay, saturatedAttempt } from '../lib/client/backoff.js'
+import { waitFor } from './helpers/wait.js'
 
 t.test('acks once half the window is processed', async (t) => {
   const sent: number[] = []
@@ -12,11 +13,14 @@ t.test('acks once half the window is processed', async (t) => {
 
 t.test('acks the tail after the idle delay', async (t) => {
   const sent: number[] = []
+  const started = performance.now()
   const acks = new AckTracker(64, 20, (seq) => sent.push(seq))
   acks.processed(1)
   acks.processed(2)
   t.same(sent, [])
-  await new Promise((resolve) => setTimeout(resolve, 60))
+  await waitFor(() => sent.length > 0, { what: 'the idle ack', timeoutMs: 2000, intervalMs: 1 })
+  // Time is what is tested here: not before the idle delay (timers may fire up to a millisecond early).
+  t.ok(performance.now() - started >= 19, 'after the idle delay')
   t.same(sent, [2])
 })
 
@@ -45,7 +49,12 @@ t.test('a stopped tracker sends nothing', async (t) => {
   acks.processed(1)
   acks.stop()
   acks.processed(2)
-  await new Promise((resolve) => setTimeout(resolve, 40))
+  // The sentinel: a tracker with the same idle delay, started after. Timers
+  // of one duration fire in the order they were set, so once its ack is sent
+  // the stopped tracker's would have been too.
+  const control: number[] = []
+  new AckTracker(64, 10, (seq) => control.push(seq)).processed(1)
+  await waitFor(() => control.length > 0, { what: 'the control tracker\'s idle ack', timeoutMs: 2000, intervalMs: 1 })
   t.same(sent, [])
 })
 

@@ -3,6 +3,7 @@ import { WebSocket } from 'ws'
 import { buildExample, type Example, type ExampleOptions } from '../example/server.js'
 import { connect, type ConnectOptions, type EventSocketClient, type ReceivedEvent } from '../lib/client/index.js'
 import type { EventSocketClientError } from '../lib/client/errors.js'
+import { waitFor } from './helpers/wait.js'
 
 // The client in Node (on `ws`) against a real listening server: the example
 // app, which registers the plugin and can be restarted on the same port.
@@ -33,13 +34,9 @@ function start (t: Test, example: Example, options: Partial<ConnectOptions>): Ev
   return client
 }
 
-/** Resolves once `condition` holds, polling; rejects after `timeout` ms. */
-async function until (condition: () => boolean, what: string, timeout = 5000): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
+/** Resolves once `condition` holds; rejects after `timeoutMs`, naming `what`. */
+async function until (condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  await waitFor(condition, { what, timeoutMs })
 }
 
 async function sleep (ms: number): Promise<void> {
@@ -95,10 +92,14 @@ t.test('unsubscribe stops delivery once the last handler of a pattern leaves', a
 
   await unsubscribeSecond()
   t.equal(example.app.eventSocket.stats().subscriptions, 0, 'the server confirmed the unsub')
+  const sentinel: unknown[] = []
+  await client.subscribe('user.alice.notifications', (event) => { sentinel.push(event.data) }).ready
   await example.app.publish('orders.created', 2)
-  await sleep(150)
+  // Published after: once it is in, orders.created 2 would have been too (one connection, in order).
+  await example.app.publish('user.alice.notifications', 'sentinel')
+  await until(() => sentinel.length === 1, 'the sentinel event')
   t.same(second, [1])
-  t.equal(example.app.eventSocket.stats().eventsOut, 1)
+  t.equal(example.app.eventSocket.stats().eventsOut, 2, 'the server sent event 1 and the sentinel, not event 2')
 })
 
 t.test('acks are batched and the window is respected', async (t) => {
@@ -150,7 +151,14 @@ t.test('acks are batched and the window is respected', async (t) => {
 
 t.test('after a server restart it reconnects, resubscribes and receives the next events', async (t) => {
   const first = await startExample(t)
-  const client = start(t, first, { format: 'msgpack', token: sign(first, 'alice') })
+  let attempts = 0
+  class CountingWebSocket extends WebSocket {
+    constructor (url: string, protocols: string[]) {
+      super(url, protocols)
+      attempts++
+    }
+  }
+  const client = start(t, first, { format: 'msgpack', token: sign(first, 'alice'), WebSocket: CountingWebSocket })
   const states: string[] = []
   const closes: number[] = []
   client.on('state', (state) => { states.push(state) })
@@ -163,7 +171,8 @@ t.test('after a server restart it reconnects, resubscribes and receives the next
 
   await first.close()
   await until(() => client.state === 'reconnecting', 'the client to notice')
-  await sleep(300) // a few refused attempts while the port is closed
+  const attemptsBefore = attempts
+  await until(() => attempts >= attemptsBefore + 2, 'two refused attempts while the port is closed')
   const second = await startExample(t, { port: first.port })
   await until(() => second.app.eventSocket.stats().subscriptions === 2, 'both patterns resubscribed')
   await second.app.publish('orders.created', 'after')
@@ -185,18 +194,20 @@ t.test('a token refresh keeps the socket open past the first token\'s expiry', a
       return sign(example, 'alice', '2s')
     }
   })
-  const opens: string[] = []
+  const hellos: Array<{ session: string, expiresAt: number | null }> = []
   const closes: number[] = []
-  client.on('open', (hello) => { opens.push(hello.session) })
+  client.on('open', (hello) => { hellos.push(hello) })
   client.on('disconnect', ({ code }) => { closes.push(code) })
   const received: unknown[] = []
   await client.subscribe('orders.*', (event) => { received.push(event.data) }).ready
+  const firstExpiry = hellos[0]?.expiresAt ?? 0
 
-  await sleep(4500)
+  // Time is what is tested: the first token's expiry must pass, with two refreshes on the way.
+  await until(() => tokens >= 3 && Date.now() > firstExpiry + 200, 'two refreshes and the first token\'s expiry', 8000)
   await example.app.publish('orders.created', 'still here')
   await until(() => received.length === 1, 'the event after the first expiry')
   t.same(closes, [], 'never closed')
-  t.equal(opens.length, 1, 'one session throughout')
+  t.equal(hellos.length, 1, 'one session throughout')
   t.ok(tokens >= 3, `fetched a token ${tokens} times`)
 })
 
@@ -234,7 +245,7 @@ t.test('a failing handler is reported and does not stall the stream', async (t) 
   }).ready
   await client.subscribe('orders.#', (event) => { if (event.data === 1) throw new Error('sync boom') }).ready
   for (let n = 0; n < 6; n++) await example.app.publish('orders.created', n)
-  await until(() => received.length === 6, 'every event despite the failures')
+  await until(() => received.length === 6 && errors.length >= 2, 'every event despite the failures, and both failures reported')
   t.same(errors.map((error) => [error.code, error.topic, (error.cause as Error).message]).sort(), [
     ['EVSOCK_HANDLER_FAILED', 'orders.created', 'sync boom'],
     ['EVSOCK_HANDLER_FAILED', 'orders.created', 'boom']

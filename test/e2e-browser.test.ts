@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { chromium, type Page } from 'playwright-core'
 import { buildExample, type Example } from '../example/server.js'
+import { waitFor } from './helpers/wait.js'
 
 // End to end in Debian's Chromium: the example page signs in, shows an order
 // created over HTTP, survives a server restart on the same port, and shows the
@@ -47,7 +48,7 @@ if (!existsSync(CHROMIUM)) {
     await page.click('#sign-in button[type="submit"]')
     await page.locator('#state[data-state="open"]').waitFor({ timeout: 10_000 })
     t.ok(await page.locator('#sign-in').isHidden(), 'the sign-in form made way for the feed')
-    await until(() => first.app.eventSocket.stats().subscriptions === 2, 'the page to subscribe')
+    await waitFor(() => first.app.eventSocket.stats().subscriptions === 2, { what: 'the page to subscribe' })
 
     const before = await createOrder(first)
     await feedShows(page, before)
@@ -57,7 +58,7 @@ if (!existsSync(CHROMIUM)) {
     await page.locator('#state[data-state="reconnecting"]').waitFor({ timeout: 10_000 })
     const second = await start(first.port)
     await page.locator('#state[data-state="open"]').waitFor({ timeout: 20_000 })
-    await until(() => second.app.eventSocket.stats().subscriptions === 2, 'the page to resubscribe')
+    await waitFor(() => second.app.eventSocket.stats().subscriptions === 2, { what: 'the page to resubscribe' })
 
     const after = await createOrder(second)
     await feedShows(page, after)
@@ -65,7 +66,7 @@ if (!existsSync(CHROMIUM)) {
 
     const orders = page.locator('#feed li', { hasText: 'orders.created' })
     await page.click('#create-order')
-    await until(async () => await orders.count() === 3, 'the order made by the page\'s button')
+    await waitFor(async () => await orders.count() === 3, { what: 'the order made by the page\'s button', intervalMs: 20 })
     t.pass('the page\'s own button creates an order that shows up')
 
     await page.click('#notify-me')
@@ -90,12 +91,4 @@ async function createOrder (example: Example): Promise<string> {
 
 async function feedShows (page: Page, orderId: string): Promise<void> {
   await page.locator('#feed li', { hasText: orderId }).waitFor({ timeout: 10_000 })
-}
-
-async function until (condition: () => boolean | Promise<boolean>, what: string, timeout = 10_000): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!await condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }

@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { churn } from './helpers/churn.js'
 import { delay, startServer, type TestServer } from './helpers/server.js'
+import { waitFor } from './helpers/wait.js'
 
 // Leaks (issue 6): connections opened, subscribed and closed in a loop must
 // leave heap, handles, subscriptions and bound patterns where they were, and
@@ -20,6 +21,7 @@ const gc = runInNewContext('gc') as () => void
 async function settledHeap (): Promise<number> {
   for (let i = 0; i < 3; i++) {
     gc()
+    // Not a wait for anything: turns of the event loop, so that what the collection freed (weak callbacks, closed handles) is let go too.
     await delay(20)
   }
   return process.memoryUsage().heapUsed
@@ -34,8 +36,10 @@ function handles (): Record<string, number> {
 
 async function loop (server: TestServer, token: string, from: number, count: number): Promise<void> {
   await churn(server, token, { from, count, parallel: PARALLEL, patterns: (n) => [`leak.c${n}.#`, 'leak.shared.*'] })
-  // Bounded, so that a connection never released fails the assertions below instead of hanging.
-  for (let i = 0; i < 200 && server.app.eventSocket.stats().connections > 0; i++) await delay(10)
+  await waitFor(() => server.app.eventSocket.stats().connections === 0, {
+    what: 'every churned connection released',
+    detail: () => `${server.app.eventSocket.stats().connections} still open`
+  })
 }
 
 t.test(`${CONNECTIONS} connections opened, subscribed and closed leave heap, handles and patterns at the baseline`, async (t) => {
@@ -65,12 +69,12 @@ t.test(`${CONNECTIONS} connections opened, subscribed and closed leave heap, han
   const growth = heapAfter - heapBefore
   t.comment(`heap ${(heapBefore / 1048576).toFixed(1)} MiB -> ${(heapAfter / 1048576).toFixed(1)} MiB`)
   t.ok(growth < HEAP_BOUND, `heap grew by ${(growth / 1048576).toFixed(2)} MiB (bound ${HEAP_BOUND / 1048576} MiB)`)
-  // Sockets close asynchronously; give the last ones a moment, then compare.
-  let handlesAfter = handles()
-  for (let i = 0; i < 50 && JSON.stringify(handlesAfter) !== JSON.stringify(handlesBefore); i++) {
-    await delay(20)
-    handlesAfter = handles()
-  }
-  t.same(handlesAfter, handlesBefore, 'the same handles as before the loop')
+  // Sockets close asynchronously: wait (bounded) for the last ones, then compare.
+  await waitFor(() => JSON.stringify(handles()) === JSON.stringify(handlesBefore), {
+    what: 'the handles to return to the baseline',
+    timeoutMs: 2000,
+    detail: () => `${JSON.stringify(handles())}, before ${JSON.stringify(handlesBefore)}`
+  }).catch(() => {}) // reported by the assertion below
+  t.same(handles(), handlesBefore, 'the same handles as before the loop')
   t.same(warnings.map((w) => `${w.name}: ${w.message}`), [], 'no warning (MaxListenersExceededWarning or other)')
 })

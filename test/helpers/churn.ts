@@ -1,5 +1,6 @@
 import WebSocket from 'ws'
 import type { TestServer } from './server.js'
+import { within } from './wait.js'
 
 export interface ChurnOptions {
   from: number
@@ -17,7 +18,7 @@ export interface ChurnOptions {
  */
 async function connectionCycle (server: TestServer, token: string, n: number, [own, shared]: [string, string]): Promise<void> {
   const ws = new WebSocket(server.url, [`bearer.${token}`, 'evsock.v1.json'])
-  await new Promise<void>((resolve, reject) => {
+  const cycle = new Promise<void>((resolve, reject) => {
     ws.on('message', (data: Buffer) => {
       const message = JSON.parse(data.toString()) as { op: string, id?: number }
       if (message.op === 'hello') {
@@ -33,6 +34,11 @@ async function connectionCycle (server: TestServer, token: string, n: number, [o
     ws.once('close', () => resolve())
     ws.once('error', reject)
   })
+  try {
+    await within(cycle, { what: `connection cycle ${n} (hello, two oks, close)`, timeoutMs: 10_000 })
+  } finally {
+    ws.terminate()
+  }
 }
 
 /** Runs cycles `from` to `from + count - 1`, `parallel` at a time. */
