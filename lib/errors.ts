@@ -18,7 +18,7 @@ export const UpgradeRequiredError = createError('FST_EVSOCK_UPGRADE_REQUIRED', '
 
 // Publishing.
 export const BadTopicError = createError('FST_EVSOCK_BAD_TOPIC', 'Invalid topic %j: %s', 400)
-export const BadEventIdError = createError('FST_EVSOCK_BAD_EVENT_ID', 'options.id must be a string of 1 to 128 characters', 400)
+export const BadEventIdError = createError('FST_EVSOCK_BAD_EVENT_ID', 'options.id must be a string of 1 to 128 characters, at most 255 bytes in UTF-8, without lone surrogates', 400)
 export const PayloadTooLargeError = createError('FST_EVSOCK_PAYLOAD_TOO_LARGE', 'The encoded event is %d bytes, over the limit of %d', 413)
 export const NotSerializableError = createError('FST_EVSOCK_NOT_SERIALIZABLE', 'The event data cannot be encoded as JSON: %s', 400)
 export const TooDeepError = createError('FST_EVSOCK_TOO_DEEP', 'The event data is nested deeper than the limit of %d', 400)

@@ -47,8 +47,19 @@ export function toBusMessage (topic: string, data: unknown, options: PublishOpti
   return { id, topic, time: Date.now(), payload }
 }
 
+// With the `u` flag a surrogate pair is one code point: this matches lone halves only.
+const LONE_SURROGATE = /[\ud800-\udfff]/u
+// The id travels as the AMQP messageId, a shortstr.
+const MAX_ID_BYTES = 255
+
+/**
+ * 128 UTF-16 units of `€` are 384 bytes, past what AMQP can carry (the
+ * publish failed as BROKER_UNAVAILABLE), and a lone surrogate reaches
+ * subscribers as U+FFFD, another id than the one `publish` returned.
+ */
 export function isEventId (id: unknown): id is string {
-  return typeof id === 'string' && id.length > 0 && id.length <= 128
+  return typeof id === 'string' && id.length > 0 && id.length <= 128 &&
+    Buffer.byteLength(id) <= MAX_ID_BYTES && !LONE_SURROGATE.test(id)
 }
 
 /** The size `maxEventBytes` bounds: about the bytes of the event's JSON frame. */

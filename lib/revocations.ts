@@ -57,7 +57,8 @@ export class Revocations {
     this.#sweep()
     const entry = this.#bySub.get(user.sub)
     if (entry === undefined) return false
-    return typeof user.iat !== 'number' || user.iat <= entry.upToSecond
+    // A NumericDate may have a fraction: S.4 was issued in second S, before a revocation at S.7.
+    return typeof user.iat !== 'number' || Math.floor(user.iat) <= entry.upToSecond
   }
 
   #sweep (): void {

@@ -58,6 +58,9 @@ function toUser (claims: unknown): EventSocketUser {
   if (typeof claims !== 'object' || claims === null) throw new BadTokenError('the payload is not an object')
   const { sub, role, roles, exp } = claims as Record<string, unknown>
   if ((typeof sub !== 'string' || sub.length === 0) && typeof sub !== 'number') throw new BadTokenError('no sub claim')
+  // Past 2^53 distinct ids parse to one double (snowflake ids do), and two
+  // users would share a sub; a fraction or Infinity is no user id either.
+  if (typeof sub === 'number' && !Number.isSafeInteger(sub)) throw new BadTokenError('a numeric sub must be a safe integer; issue large ids as strings')
   if (role !== undefined && typeof role !== 'string') throw new BadTokenError('role must be a string')
   if (roles !== undefined && !(Array.isArray(roles) && roles.every((r) => typeof r === 'string'))) {
     throw new BadTokenError('roles must be an array of strings')
