@@ -51,6 +51,8 @@ export class Hub implements ConnectionHost {
   readonly #verify: VerifyToken
   readonly #revocations: Revocations
   readonly #connections = new Set<Connection>()
+  /** The same connections by user: a revocation (which anyone able to publish on the exchange can send) costs that user's connections, not all. */
+  readonly #connectionsBySub = new Map<string, Set<Connection>>()
   readonly #index = new TopicIndex<Connection>()
   readonly #bindings: BindingQueue
   readonly #heartbeat: NodeJS.Timeout
@@ -61,6 +63,7 @@ export class Hub implements ConnectionHost {
   #allClosed: (() => void) | undefined
   #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0, eventsDropped: 0 }
   readonly #encodeFailures: SummarizedLog
+  readonly #badControlMessages: SummarizedLog
   /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
   readonly deliver: Deliver
 
@@ -72,6 +75,7 @@ export class Hub implements ConnectionHost {
     this.#revocations = revocations
     this.#bindings = new BindingQueue(bus)
     this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
+    this.#badControlMessages = new SummarizedLog(log, 'warn', 'event socket: dropped an invalid control message')
     this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
       limits: { maxEventBytes: options.maxEventBytes, maxEventDepth: options.maxEventDepth },
       dropped: () => { this.#counters.eventsDropped++ }
@@ -97,8 +101,16 @@ export class Hub implements ConnectionHost {
       socket.close(CloseCode.GoingAway, 'server shutting down')
       return
     }
+    // A revocation that landed while this handshake awaited the app's own hooks found no connection to close.
+    if (this.#revocations.refuses(user)) {
+      socket.close(CloseCode.TokenExpired, 'token revoked')
+      return
+    }
     const connection = new Connection(this, socket, request, user, format)
     this.#connections.add(connection)
+    let ofSub = this.#connectionsBySub.get(user.sub)
+    if (ofSub === undefined) this.#connectionsBySub.set(user.sub, ofSub = new Set())
+    ofSub.add(connection)
     request.log.debug({ session: connection.session, user: user.sub, format }, 'event socket opened')
   }
 
@@ -184,6 +196,8 @@ export class Hub implements ConnectionHost {
     for (const pattern of connection.subscriptions) this.unsubscribe(connection, pattern)
     connection.subscriptions.clear()
     this.#connections.delete(connection)
+    const ofSub = this.#connectionsBySub.get(connection.user.sub)
+    if (ofSub?.delete(connection) === true && ofSub.size === 0) this.#connectionsBySub.delete(connection.user.sub)
     if (this.#connections.size === 0) this.#allClosed?.()
   }
 
@@ -227,7 +241,7 @@ export class Hub implements ConnectionHost {
   #control (message: BusMessage): void {
     const revocation = message.topic === REVOKE_KEY ? parseRevocation(message) : 'unknown control routing key'
     if (typeof revocation === 'string') {
-      this.log.warn({ topic: message.topic, id: message.id, problem: revocation }, 'event socket: dropped an invalid control message')
+      this.#badControlMessages.report({ topic: message.topic, id: message.id, problem: revocation })
       return
     }
     const closed = this.#applyRevocation(revocation)
@@ -238,8 +252,8 @@ export class Hub implements ConnectionHost {
   #applyRevocation (revocation: Revocation): number {
     this.#revocations.add(revocation)
     let closed = 0
-    for (const connection of this.#connections) {
-      if (connection.user.sub !== revocation.sub || !this.#revocations.refuses(connection.user)) continue
+    for (const connection of this.#connectionsBySub.get(revocation.sub) ?? []) {
+      if (!this.#revocations.refuses(connection.user)) continue
       connection.close(CloseCode.TokenExpired, 'token revoked')
       closed++
     }

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, requireBroker, waitFor, withChannel, type LogEntry } from './helpers/broker.js'
+import { brokerOptions, requireBroker, withChannel, type LogEntry } from './helpers/broker.js'
 import { attemptHandshake, openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 
 // revoke(sub) on one instance holds on every instance sharing the exchange:
@@ -79,8 +79,10 @@ if (await requireBroker(t)) {
       // A round trip on the same channel: the publishes are in before the connection closes.
       await channel.checkExchange(broker.exchange)
     })
-    await waitFor(() => entries.filter((entry) => /control message/.test(entry.msg)).length === bad.length + 1, 'a warning per bad control message')
+    // Queued behind the bad messages on the instance's queue: once it arrives, they were all handled.
     await sentinel(t, server, watchers)
+    // Summarised, so that a flood of them cannot flood the log: the first is logged, the rest counted.
+    t.equal(entries.filter((entry) => /control message/.test(entry.msg)).length, 1, 'one warning for the burst of bad control messages')
     t.equal(client.ws.readyState, client.ws.OPEN, 'mallory\'s socket stays open')
     t.equal((await attemptHandshake(server.url, bearer(token))).status, 101, 'and the token is still admitted')
   })
