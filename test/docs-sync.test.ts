@@ -1,0 +1,161 @@
+import t from 'tap'
+import { readFileSync, readdirSync } from 'node:fs'
+import * as errors from '../lib/errors.js'
+import { brokerDefaults, resolveOptions } from '../lib/options.js'
+
+// The README's option and error tables, and the broker table of
+// docs/rabbitmq.md that the README points to, are what users read instead of
+// the code. Each list is taken from the code (the keys resolveOptions fills
+// in, the errors lib/errors.ts exports), so an option or error added, renamed
+// or given a new default anywhere in lib/ fails here until its row is written.
+
+const root = new URL('../', import.meta.url)
+const read = (path: string): string => readFileSync(new URL(path, root), 'utf8')
+
+interface Row { line: number, cells: string[] }
+
+/** The rows of the first table after `heading`, header and rule excluded. */
+function table (file: string, heading: string): Row[] {
+  const lines = read(file).split('\n')
+  const start = lines.findIndex((line) => line.trim() === heading)
+  if (start === -1) throw new Error(`${file} has no "${heading}" heading`)
+  const first = lines.findIndex((line, i) => i > start && (line.startsWith('|') || line.startsWith('#')))
+  if (first === -1 || !(lines[first] ?? '').startsWith('|')) throw new Error(`${file} has no table under "${heading}"`)
+  const rows: Row[] = []
+  // Skip the header and the rule.
+  for (let i = first + 2; lines[i]?.startsWith('|') === true; i++) {
+    // A cell may hold an escaped pipe (`boolean \| Promise<boolean>`).
+    const cells = (lines[i] ?? '').slice(1, -1).split(/(?<!\\)\|/).map((text) => text.trim())
+    rows.push({ line: i + 1, cells })
+  }
+  return rows
+}
+
+const cell = (row: Row, index: number): string => row.cells[index] ?? ''
+const backticked = (text: string): string[] => [...text.matchAll(/`([^`]+)`/g)].map((match) => match[1] ?? '')
+
+/** A default cell that starts with code holds literals (`50` / `100`); otherwise it is prose (`—`, "no check"). */
+function literals (text: string): unknown[] | undefined {
+  if (!text.startsWith('`')) return undefined
+  return text.split(' / ').map((part) => {
+    const code = backticked(part)[0]
+    if (code === undefined) return Symbol('unparsed')
+    if (/^'.*'$/.test(code)) return code.slice(1, -1)
+    try {
+      return JSON.parse(code) as unknown
+    } catch {
+      return Symbol(code)
+    }
+  })
+}
+
+const isPrimitive = (value: unknown): value is string | number | boolean =>
+  typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+
+/**
+ * Checks one options table against `defaults`: a row for every key, a key
+ * for every row, and each default the table states equal to the code's.
+ * `prefix` strips `broker.` from names; `delegated` names rows that stand
+ * for a nested table documented elsewhere. Returns what is wrong, one line each.
+ */
+function optionsTableProblems (where: string, rows: Row[], defaults: Record<string, unknown>, options: { prefix?: string, delegated?: Record<string, string[]> } = {}): string[] {
+  const problems: string[] = []
+  const documented = new Set<string>()
+  for (const row of rows) {
+    const { line } = row
+    const names = backticked(cell(row, 0))
+    const values = literals(cell(row, 1))
+    if (names.length === 0) problems.push(`${where}:${line} names no option in its first column`)
+    names.forEach((name, index) => {
+      const [head = '', ...rest] = name.split('.')
+      const nested = options.delegated?.[head]
+      if (nested !== undefined && rest.length > 0) {
+        documented.add(head)
+        const key = rest.join('.')
+        if (key !== '*' && !nested.includes(key)) problems.push(`${where}:${line} names \`${name}\`, which lib/options.ts does not resolve; remove the row or fix its name`)
+        return
+      }
+      const key = options.prefix !== undefined && name.startsWith(options.prefix) ? name.slice(options.prefix.length) : name
+      documented.add(key)
+      if (!(key in defaults)) {
+        problems.push(`${where}:${line} names \`${name}\`, which lib/options.ts does not resolve; remove the row or fix its name`)
+        return
+      }
+      const actual = defaults[key]
+      if (isPrimitive(actual)) {
+        if (values?.length !== names.length) {
+          problems.push(`${where}:${line}: \`${name}\` defaults to ${JSON.stringify(actual)} in lib/options.ts; the default column must state it as code`)
+        } else if (values[index] !== actual) {
+          problems.push(`${where}:${line}: the default of \`${name}\` is ${String(values[index])} in the table but ${JSON.stringify(actual)} in lib/options.ts`)
+        }
+      } else if (values !== undefined) {
+        problems.push(`${where}:${line}: \`${name}\` has no literal default in lib/options.ts (${actual === undefined ? 'undefined' : typeof actual}); the default column must say so in words, not state a value`)
+      }
+    })
+  }
+  for (const key of Object.keys(defaults)) {
+    if (!documented.has(key)) problems.push(`${where} has no row for the option \`${options.prefix ?? ''}${key}\`, which lib/options.ts resolves; add one with its default and meaning`)
+  }
+  return problems
+}
+
+t.test('the README options table has one row per option, with the default the code uses', async (t) => {
+  const defaults: Record<string, unknown> = { ...resolveOptions({}) }
+  t.ok(Object.keys(defaults).length > 20, 'resolveOptions({}) yields the option keys')
+  const problems = optionsTableProblems('README.md "## Options"', table('README.md', '## Options'), defaults, {
+    delegated: { broker: Object.keys(brokerDefaults) }
+  })
+  t.same(problems, [], 'every option of lib/options.ts has a row with its default, and every row is an option')
+})
+
+t.test('the broker options table of docs/rabbitmq.md has one row per broker option, with its default', async (t) => {
+  const problems = optionsTableProblems('docs/rabbitmq.md "## Options"', table('docs/rabbitmq.md', '## Options'), { ...brokerDefaults }, { prefix: 'broker.' })
+  t.same(problems, [], 'every broker option of lib/options.ts has a row with its default, and every row is a broker option')
+})
+
+const codeErrors = new Map<string, number | undefined>()
+for (const [name, value] of Object.entries(errors)) {
+  if (typeof value !== 'function') continue
+  const error = new (value as new () => { code: string, statusCode?: number })()
+  if (!/^FST_EVSOCK_[A-Z_]+$/.test(error.code)) throw new Error(`lib/errors.ts exports ${name} with the code ${error.code}, not an FST_EVSOCK_ code`)
+  codeErrors.set(error.code, error.statusCode)
+}
+
+t.test('the README errors table has one row per exported error, with its HTTP status', async (t) => {
+  t.ok(codeErrors.size > 10, 'lib/errors.ts exports the errors')
+  const problems: string[] = []
+  const documented = new Set<string>()
+  for (const row of table('README.md', '## Errors')) {
+    const { line } = row
+    const code = backticked(cell(row, 0))[0] ?? cell(row, 0)
+    const status = Number(cell(row, 1))
+    documented.add(code)
+    if (!codeErrors.has(code)) {
+      problems.push(`README.md:${line} documents ${code}, which lib/errors.ts does not export; remove the row or fix the code`)
+    } else if (status !== codeErrors.get(code)) {
+      problems.push(`README.md:${line}: ${code} has status ${cell(row, 1)} in the table but ${String(codeErrors.get(code))} in lib/errors.ts`)
+    }
+  }
+  for (const code of codeErrors.keys()) {
+    if (!documented.has(code)) problems.push(`README.md "## Errors" has no row for ${code}, which lib/errors.ts exports; add one with its status and what raises it`)
+  }
+  t.same(problems, [], 'every error of lib/errors.ts has a row with its status, and every row is an exported error')
+})
+
+t.test('every FST_EVSOCK_ code the docs mention exists, and the handshake refusals carry its status', async (t) => {
+  const problems: string[] = []
+  const files = ['README.md', ...readdirSync(new URL('docs/', root)).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)]
+  for (const file of files) {
+    for (const [line, text] of read(file).split('\n').entries()) {
+      for (const [code] of text.matchAll(/FST_EVSOCK_[A-Z_]+/g)) {
+        if (!codeErrors.has(code)) problems.push(`${file}:${line + 1} mentions ${code}, which lib/errors.ts does not export`)
+      }
+    }
+  }
+  for (const row of table('docs/protocol.md', '### Refusals')) {
+    const code = /FST_EVSOCK_[A-Z_]+/.exec(cell(row, 3))?.[0]
+    if (code === undefined || !codeErrors.has(code)) continue
+    if (Number(cell(row, 2)) !== codeErrors.get(code)) problems.push(`docs/protocol.md:${row.line}: ${code} has status ${cell(row, 2)} in the refusals table but ${String(codeErrors.get(code))} in lib/errors.ts`)
+  }
+  t.same(problems, [], 'the docs name only real error codes, and the protocol\'s refusal statuses are the code\'s')
+})
