@@ -159,3 +159,19 @@ t.test('every FST_EVSOCK_ code the docs mention exists, and the handshake refusa
   }
   t.same(problems, [], 'the docs name only real error codes, and the protocol\'s refusal statuses are the code\'s')
 })
+
+t.test('every figure of the README Performance section is in bench/RESULTS.md', async (t) => {
+  // The README keeps a summary of the latest run; a new run rewrites
+  // bench/RESULTS.md, and a figure it no longer holds is stale in the README.
+  const readme = read('README.md')
+  const start = readme.indexOf('\n## Performance\n')
+  t.not(start, -1, 'the README has a Performance section')
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1))
+    .replace(/```[\s\S]*?```/g, '')   // the commands to reproduce it
+    .replace(/`[^`]*`/g, '')          // peer names and commands in prose
+    .replace(/\(bench\/RESULTS\.md\)/g, '')
+  const results = read('bench/RESULTS.md').replaceAll(',', '')
+  const missing = [...new Set(section.match(/\d[\d,]*(?:\.\d+)?/g) ?? [])]
+    .filter((figure) => !new RegExp(`(?<![\\d.])${figure.replaceAll(',', '').replaceAll('.', '\\.')}(?!\\d)`).test(results))
+  t.same(missing, [], 'figures in the README Performance section that bench/RESULTS.md does not hold (update the summary from the latest run)')
+})
