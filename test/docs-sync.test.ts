@@ -11,6 +11,7 @@ import { brokerDefaults, resolveOptions } from '../lib/options.js'
 
 const root = new URL('../', import.meta.url)
 const read = (path: string): string => readFileSync(new URL(path, root), 'utf8')
+const docFiles = (): string[] => ['README.md', ...readdirSync(new URL('docs/', root)).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)]
 
 interface Row { line: number, cells: string[] }
 
@@ -144,8 +145,7 @@ t.test('the README errors table has one row per exported error, with its HTTP st
 
 t.test('every FST_EVSOCK_ code the docs mention exists, and the handshake refusals carry its status', async (t) => {
   const problems: string[] = []
-  const files = ['README.md', ...readdirSync(new URL('docs/', root)).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)]
-  for (const file of files) {
+  for (const file of docFiles()) {
     for (const [line, text] of read(file).split('\n').entries()) {
       for (const [code] of text.matchAll(/FST_EVSOCK_[A-Z_]+/g)) {
         if (!codeErrors.has(code)) problems.push(`${file}:${line + 1} mentions ${code}, which lib/errors.ts does not export`)
@@ -174,4 +174,31 @@ t.test('every figure of the README Performance section is in bench/RESULTS.md', 
   const missing = [...new Set(section.match(/\d[\d,]*(?:\.\d+)?/g) ?? [])]
     .filter((figure) => !new RegExp(`(?<![\\d.])${figure.replaceAll(',', '').replaceAll('.', '\\.')}(?!\\d)`).test(results))
   t.same(missing, [], 'figures in the README Performance section that bench/RESULTS.md does not hold (update the summary from the latest run)')
+})
+
+/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
+const slug = (heading: string): string => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-')
+
+t.test('the docs stand alone: no file outside the package, and every link to a doc lands on a heading', async (t) => {
+  const problems: string[] = []
+  for (const file of docFiles()) {
+    for (const [index, text] of read(file).split('\n').entries()) {
+      // Files that are not part of the package: a reader of the published docs cannot open them.
+      for (const [outside] of text.matchAll(/PROTOCOL\.md|DESIGN\.md|\.\.\/shared/g)) {
+        problems.push(`${file}:${index + 1} refers to ${outside}, which is not in the package; link the project's own docs instead`)
+      }
+      for (const [, target = '', anchor] of text.matchAll(/\]\(((?:\.{0,2}\/)?[\w./-]*\.md)?(?:#([\w-]+))?\)/g)) {
+        const path = target === '' ? file : new URL(target, new URL(file, root)).pathname.slice(new URL(root).pathname.length)
+        let headings: string[]
+        try {
+          headings = read(path).split('\n').filter((line) => /^#{1,6} /.test(line)).map((line) => slug(line.replace(/^#+ /, '')))
+        } catch {
+          problems.push(`${file}:${index + 1} links ${target}, which does not exist`)
+          continue
+        }
+        if (anchor !== undefined && !headings.includes(anchor)) problems.push(`${file}:${index + 1} links ${target}#${anchor}, but ${path} has no such heading`)
+      }
+    }
+  }
+  t.same(problems, [], 'references that a reader of the docs cannot follow')
 })
