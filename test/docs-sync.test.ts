@@ -15,6 +15,10 @@ const docFiles = (): string[] => ['README.md', ...readdirSync(new URL('docs/', r
 
 interface Row { line: number, cells: string[] }
 
+/** Line `i` as a table row; a cell may hold an escaped pipe (`boolean \| Promise<boolean>`). */
+const rowAt = (lines: string[], i: number): Row =>
+  ({ line: i + 1, cells: (lines[i] ?? '').slice(1, -1).split(/(?<!\\)\|/).map((text) => text.trim()) })
+
 /** The rows of the first table after `heading`, header and rule excluded. */
 function table (file: string, heading: string): Row[] {
   const lines = read(file).split('\n')
@@ -25,9 +29,7 @@ function table (file: string, heading: string): Row[] {
   const rows: Row[] = []
   // Skip the header and the rule.
   for (let i = first + 2; lines[i]?.startsWith('|') === true; i++) {
-    // A cell may hold an escaped pipe (`boolean \| Promise<boolean>`).
-    const cells = (lines[i] ?? '').slice(1, -1).split(/(?<!\\)\|/).map((text) => text.trim())
-    rows.push({ line: i + 1, cells })
+    rows.push(rowAt(lines, i))
   }
   return rows
 }
@@ -201,4 +203,35 @@ t.test('the docs stand alone: no file outside the package, and every link to a d
     }
   }
   t.same(problems, [], 'references that a reader of the docs cannot follow')
+})
+
+const units: Record<string, number> = { '': 1, '/s': 1, s: 1000, KB: 1024, MiB: 1024 * 1024 }
+
+t.test('the option tables of docs/security.md name real options, with the code\'s defaults', async (t) => {
+  const defaults: Record<string, unknown> = { ...resolveOptions({}) }
+  const problems: string[] = []
+  const lines = read('docs/security.md').split('\n')
+  for (const [index, text] of lines.entries()) {
+    if (!/^\| option \| default \|/.test(text)) continue
+    for (let i = index + 2; lines[i]?.startsWith('|') === true; i++) {
+      const row = rowAt(lines, i)
+      const names = backticked(cell(row, 0))
+      // `10 / 60 s`, `1024 / 4 MiB`, `50/s / 100`: one value per name, each with its unit.
+      const values = cell(row, 1).split(' / ').map((part) => /^(\d+)\s*(\/s|s|KB|MiB)?\b/.exec(part.trim()))
+      names.forEach((name, n) => {
+        if (!(name in defaults)) {
+          problems.push(`docs/security.md:${row.line} names \`${name}\`, which lib/options.ts does not resolve`)
+          return
+        }
+        const match = values.length === names.length ? values[n] : undefined
+        if (match === null || match === undefined) {
+          problems.push(`docs/security.md:${row.line}: cannot read the default of \`${name}\` from "${cell(row, 1)}" (write it as a number, with s, KB or MiB)`)
+          return
+        }
+        const stated = Number(match[1]) * (units[match[2] ?? ''] ?? Number.NaN)
+        if (stated !== defaults[name]) problems.push(`docs/security.md:${row.line}: the default of \`${name}\` is ${match[0]} in the table but ${String(defaults[name])} in lib/options.ts`)
+      })
+    }
+  }
+  t.same(problems, [], 'every option the security tables name exists, with the default lib/options.ts gives it')
 })
