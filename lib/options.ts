@@ -25,7 +25,7 @@ export interface BrokerOptions {
   url?: string
   /** Durable topic exchange shared by every instance. Default 'evsock.events'. */
   exchange?: string
-  /** Prefix of each instance's exclusive queue. Default 'evsock.instance'. */
+  /** Prefix of each instance's queue name. The queue is durable, not exclusive, so that it outlives a dropped connection; x-expires removes it after its instance is gone. Default 'evsock.instance'. */
   queuePrefix?: string
   /** Unacknowledged deliveries one instance holds at most. Default 256. */
   prefetch?: number
@@ -35,7 +35,7 @@ export interface BrokerOptions {
   reconnectInitialDelayMs?: number
   /** Largest reconnect delay, ms. Default 5000. */
   reconnectMaxDelayMs?: number
-  /** How long a publish may wait for the broker's confirm (including time buffered during an outage), ms; also how long startup waits for the first connection (at most 8 s). Default 10000. */
+  /** How long a publish may wait for the broker's confirm (including time buffered during an outage), ms; also how long a `sub` waits for its binding before UNAVAILABLE, and how long startup waits for the first connection (at most 8 s). Default 10000. */
   publishTimeoutMs?: number
   /** Publishes buffered while the broker is unreachable; past it `publish` rejects. Default 10000. */
   maxBufferedPublishes?: number
@@ -48,7 +48,7 @@ export interface EventSocketOptions {
   jwt?: FastifyJWTOptions
   /** RabbitMQ settings; omit `url` for the in-process bus. */
   broker?: BrokerOptions
-  /** Authorization of each subscription. Default: `user.<sub>.…` patterns for their own user, everything for role `admin`. */
+  /** Authorization of each subscription. Default: `user.<sub>` and patterns under it for their own user, everything for role `admin`. */
   authorize?: Authorize
   /** Accept the token from the `access_token` query parameter. Default false (query strings end up in logs). */
   allowQueryToken?: boolean
