@@ -8,6 +8,7 @@ import type { ResolvedBrokerOptions } from '../options.js'
 import { Bindings } from './amqp-bindings.js'
 import { Consumer } from './amqp-consumer.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
+import { redact, type Role, type Session, type Side } from './amqp-session.js'
 import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 
 // The RabbitMQ bus (docs/rabbitmq.md). Two connections, as RabbitMQ
@@ -23,25 +24,6 @@ import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
-
-type Role = 'publisher' | 'consumer'
-type SideState = 'connecting' | 'up' | 'down'
-
-/** One live connection of one side, and the channels whose loss drops it. */
-interface Session {
-  model: ChannelModel
-  channels: Channel[]
-  consumerTag: string | undefined
-  lost: boolean
-}
-
-/** One of the two connections, across its reconnects. */
-interface Side {
-  role: Role
-  state: SideState
-  connection: RecoveringChannelModel | undefined
-  session: Session | undefined
-}
 
 export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger): Bus {
   return new AmqpBus(options, log)
@@ -300,16 +282,5 @@ class AmqpBus implements Bus {
     if (consuming !== undefined) await (consuming.channels[0] as Channel).deleteQueue(this.#queue).catch(() => {})
     for (const side of Object.values(this.#sides)) side.session = undefined
     await Promise.all(Object.values(this.#sides).map((side) => side.connection?.close()))
-  }
-}
-
-/** The URL without its password, for logs and errors. */
-function redact (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return 'the broker'
   }
 }
