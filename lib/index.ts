@@ -105,9 +105,13 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 }
 
 async function createBus (fastify: FastifyInstance, options: ResolvedOptions): Promise<Bus> {
+  if (options.bus !== undefined) {
+    fastify.log.info({ kind: options.bus.kind }, 'event socket: using the bus passed in the options')
+    return options.bus
+  }
   if (options.broker.url === undefined) {
     fastify.log.info('event socket: no broker url, using the in-process bus (one instance only)')
-    return new MemoryBus()
+    return new MemoryBus(fastify.log)
   }
   // Loaded only when a broker is configured, so the in-process default never loads amqplib.
   const { createAmqpBus } = await import('./bus/amqp.js')
@@ -122,7 +126,7 @@ export { defaultAuthorize } from './options.js'
 export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser } from './options.js'
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'
-export type { Bus, BusHealth, BusMessage, Deliver } from './bus/types.js'
+export type { Bus, BusHealth, BusMessage, BusState, Deliver } from './bus/types.js'
 
 // require('fastify-event-socket') (Node 20.19+ loads this ES module) returns
 // this export rather than the namespace: the plugin itself, as CommonJS

@@ -3,6 +3,7 @@ import type { FastifyJWTOptions } from '@fastify/jwt'
 import { BadOptionError } from './errors.js'
 import { defaultEventLimits } from './publish.js'
 import { isTopicWord } from './topics.js'
+import type { Bus } from './bus/types.js'
 
 /** The verified identity of a connection: the JWT's claims. */
 export interface EventSocketUser {
@@ -48,6 +49,8 @@ export interface EventSocketOptions {
   jwt?: FastifyJWTOptions
   /** RabbitMQ settings; omit `url` for the in-process bus. */
   broker?: BrokerOptions
+  /** Your own bus (any object implementing `Bus`; see docs/architecture.md, "Writing a bus"), instead of `broker`. The plugin starts and closes it. */
+  bus?: Bus
   /** Authorization of each subscription. Default: `user.<sub>` and patterns under it for their own user, everything for role `admin`. */
   authorize?: Authorize
   /** Accept the token from the `access_token` query parameter. Default false (query strings end up in logs). */
@@ -100,9 +103,10 @@ export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url
   url: string | undefined
 }
 
-export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'origins'>> {
+export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins'>> {
   jwt: FastifyJWTOptions | undefined
   broker: ResolvedBrokerOptions
+  bus: Bus | undefined
   origins: ((origin: string | undefined) => boolean) | undefined
 }
 
@@ -148,6 +152,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     path: options.path ?? '/events',
     jwt: options.jwt,
     broker: { ...brokerDefaults, ...options.broker },
+    bus: options.bus,
     authorize: options.authorize ?? defaultAuthorize,
     allowQueryToken: options.allowQueryToken ?? false,
     origins: originCheck(options.origins),
@@ -196,7 +201,21 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     const value = broker[name]
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`broker.${name}`, `must be a positive integer, got ${String(value)}`)
   }
+  checkBus(options)
   return resolved
+}
+
+const busMethods = ['start', 'publish', 'bind', 'unbind', 'health', 'close'] as const
+
+function checkBus ({ bus, broker }: EventSocketOptions): void {
+  if (bus === undefined) return
+  // Two transports would silently split the instances: refuse rather than pick one.
+  if (broker !== undefined) throw new BadOptionError('bus', 'cannot be combined with broker: configure your bus itself')
+  if (typeof bus !== 'object' || bus === null) throw new BadOptionError('bus', 'must be an object implementing Bus')
+  if (typeof bus.kind !== 'string' || bus.kind === '') throw new BadOptionError('bus', 'must have a non-empty string kind')
+  for (const method of busMethods) {
+    if (typeof bus[method] !== 'function') throw new BadOptionError('bus', `must have a ${method}() method`)
+  }
 }
 
 /** A misspelt option would otherwise fall back to its default without a word. */

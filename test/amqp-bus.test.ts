@@ -3,7 +3,7 @@ import t from 'tap'
 import { createAmqpBus } from '../lib/bus/amqp.js'
 import type { Bus } from '../lib/bus/types.js'
 import {
-  brokerOptions, brokerUrl, busMessage, rabbitmqctl, recordingLogger, requireBroker, startBus, unreachableOptions, waitFor, withChannel,
+  bindingsOf, brokerOptions, brokerUrl, busMessage, rabbitmqctl, recordingLogger, requireBroker, startBus, unreachableOptions, waitFor, withChannel,
   type StartedBus
 } from './helpers/broker.js'
 
@@ -59,6 +59,29 @@ if (await requireBroker(t)) {
     await publisher.bus.publish(busMessage('orders.again'))
     await settle(publisher.bus, subscriber, 'end')
     t.same(subscriber.received.slice(7).map((each) => each.topic), ['orders.again', 'end'], 'bound again, routed again')
+  })
+
+  t.test('a pattern is bound on the broker cut after its first #, shared keys counted, deliveries filtered exactly', async (t) => {
+    const options = brokerOptions(t)
+    const publisher = await startBus(t, options)
+    const subscriber = await startBus(t, options)
+    const keys = async (): Promise<string[]> => (await bindingsOf(options.exchange)).map((each) => each.key).sort()
+    await Promise.all(['k.#.b.c', 'k.#.b.d', 'k.*.#.e', 'k.*.f', 'end'].map((pattern) => subscriber.bus.bind(pattern)))
+    t.same(await keys(), ['end', 'k.#', 'k.*.#', 'k.*.f'], 'linear-cost keys; patterns without # as they are')
+    const round = async (): Promise<string[]> => {
+      const from = subscriber.received.length
+      for (const topic of ['k.1.b.c', 'k.1.b.d', 'k.1.b.x', 'k.1.2.e', 'k.e', 'k.1.f', 'k.1.2.f']) await publisher.bus.publish(busMessage(topic))
+      await settle(publisher.bus, subscriber, 'end')
+      return subscriber.received.slice(from).map((each) => each.topic)
+    }
+    t.same(await round(), ['k.1.b.c', 'k.1.b.d', 'k.1.2.e', 'k.1.f', 'end'], 'what matches only the wider key never reaches deliver')
+    await subscriber.bus.unbind('k.#.b.c')
+    t.same(await keys(), ['end', 'k.#', 'k.*.#', 'k.*.f'], 'k.# stays bound for k.#.b.d')
+    t.same(await round(), ['k.1.b.d', 'k.1.2.e', 'k.1.f', 'end'])
+    await subscriber.bus.unbind('k.#.b.d')
+    await subscriber.bus.unbind('k.*.#.e')
+    t.same(await keys(), ['end', 'k.*.f'], 'the last pattern of a key unbinds it')
+    t.same(await round(), ['k.1.f', 'end'])
   })
 
   t.test('publish resolves on the confirm; a nack rejects with the typed error', async (t) => {

@@ -1,9 +1,85 @@
 import t from 'tap'
-import { busCases } from './helpers/broker.js'
-import { openClient, startServer } from './helpers/server.js'
+import Fastify from 'fastify'
+import { busContract, type ContractTest } from '../lib/bus/contract.js'
+import { MemoryBus } from '../lib/bus/memory.js'
+import { createAmqpBus } from '../lib/bus/amqp.js'
+import eventSocket from '../lib/index.js'
+import { brokerOptions, busCases, recordingLogger, requireBroker } from './helpers/broker.js'
+import { redisBusFactory, requireRedis, RedisBus } from './helpers/redis-bus.js'
+import { openClient, SECRET, startServer } from './helpers/server.js'
 import { roundTrip } from './helpers/wait.js'
 
-// The same client-visible behaviour, on the in-process bus and on RabbitMQ.
+// The exported bus contract, run against the three implementations at hand;
+// then the same client-visible behaviour, through the plugin, on each bus.
+
+t.test('the bus contract', async (t) => {
+  t.test('memory', async (t) => {
+    busContract((name, fn) => t.test(name, fn), { createBus: () => new MemoryBus(recordingLogger().log), singleInstance: true })
+  })
+
+  t.test('amqp (RabbitMQ)', async (t) => {
+    if (!await requireBroker(t)) return
+    const options = brokerOptions(t)
+    busContract((name, fn) => t.test(name, fn), { createBus: () => createAmqpBus(options, recordingLogger().log) })
+  })
+
+  t.test('redis (test-only, filters locally)', async (t) => {
+    if (!await requireRedis(t)) return
+    busContract((name, fn) => t.test(name, fn), { createBus: redisBusFactory() })
+  })
+
+  t.test('takes node:test-style test functions too (no test object to bind)', async () => {
+    const names: string[] = []
+    const nodeStyle: ContractTest = (name) => { names.push(name) }
+    busContract(nodeStyle, { createBus: () => new MemoryBus(), singleInstance: true })
+    t.ok(names.length >= 8, `${names.length} tests registered`)
+  })
+})
+
+t.test('the bus option', async (t) => {
+  t.test('the plugin runs on a user bus: events reach sockets and health names its kind', async (t) => {
+    if (!await requireRedis(t)) return
+    const bus = redisBusFactory()()
+    const server = await startServer(t, { bus })
+    const client = await openClient(t, server)
+    t.equal((await client.subscribe('orders.*')).op, 'ok')
+    await server.app.publish('orders.other.x', 0)
+    await server.app.publish('orders.created', { n: 1 })
+    await client.next((m) => m.op === 'event', { timeout: 5000 })
+    t.same(client.events().map((e) => [e.topic, e.data]), [['orders.created', { n: 1 }]])
+    t.match(server.app.eventSocket.health(), { status: 'ok', broker: { kind: 'redis', state: 'up' } })
+    await server.app.eventSocket.revoke('someone')
+    t.pass('revoke travels over the user bus')
+  })
+
+  t.test('bus and broker together are refused with FST_EVSOCK_BAD_OPTION', async (t) => {
+    for (const broker of [{ url: 'amqp://127.0.0.1' }, {}]) {
+      const app = Fastify()
+      t.teardown(() => app.close())
+      await t.rejects(async () => await app.register(eventSocket, { jwt: { secret: SECRET }, bus: new MemoryBus(), broker }), { code: 'FST_EVSOCK_BAD_OPTION', message: /bus/ })
+    }
+  })
+
+  t.test('an object that is not a bus is refused, naming what is missing', async (t) => {
+    const close = async (): Promise<void> => {}
+    const withoutClose = { kind: 'x', start: close, publish: close, bind: close, unbind: close, health: () => ({ kind: 'x', state: 'up' as const, buffered: 0, unconfirmed: 0 }) }
+    for (const [bus, why] of [[withoutClose, /close\(\)/], [{ ...withoutClose, close, kind: '' }, /kind/], [null, /object/]] as const) {
+      const app = Fastify()
+      t.teardown(() => app.close())
+      await t.rejects(async () => await app.register(eventSocket, { jwt: { secret: SECRET }, bus: bus as never }), { code: 'FST_EVSOCK_BAD_OPTION', message: why })
+    }
+  })
+
+  t.test('the plugin starts the user bus and closes it on app.close', async (t) => {
+    if (!await requireRedis(t)) return
+    const bus = redisBusFactory()()
+    const server = await startServer(t, { bus })
+    t.equal(bus.health().state, 'up')
+    await server.app.close()
+    t.equal(bus.health().state, 'closed')
+    t.type(bus, RedisBus)
+  })
+})
 
 for (const bus of busCases) {
   t.test(`${bus.name} bus`, async (t) => {

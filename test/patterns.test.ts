@@ -56,7 +56,7 @@ for (const bus of busCases) {
       t.equal(server.app.eventSocket.stats().patterns, 3)
       const exchange = options.broker?.exchange
       if (exchange !== undefined) {
-        t.same((await bindingsOf(exchange)).map((b) => b.key).sort(), [`user.${USER}.*.#`, `user.${USER}.#.x`, SENTINEL].sort(), 'the broker holds the canonical keys')
+        t.same((await bindingsOf(exchange)).map((b) => b.key).sort(), [`user.${USER}.*.#`, `user.${USER}.#`, SENTINEL].sort(), 'the broker holds the canonical patterns cut after their # (docs/rabbitmq.md)')
       }
       t.same(await receivedBefore(server, client, `user.${USER}.q.x`), [`user.${USER}.q.x`, `user.${USER}.sentinel`])
 
@@ -120,7 +120,9 @@ for (const bus of busCases) {
       const plainMs = await publishCost(server, plainTopic, 5)
       const worstMs = await publishCost(server, WORST_TOPIC, 3)
       t.comment(`publish: plain ${plainMs.toFixed(2)} ms, worst topic ${worstMs.toFixed(2)} ms`)
-      t.ok(worstMs < Math.max(plainMs, 0.05) * 100, `worst-case topic ${worstMs.toFixed(2)} ms, plain ${plainMs.toFixed(2)} ms`)
+      // RabbitMQ is bound to each pattern cut after its #, linear to match: ~4x a plain publish here, where the
+      // full patterns cost it 20-40x (docs/security.md, Wildcard patterns); 15x leaves room for a loaded machine.
+      t.ok(worstMs < Math.max(plainMs, 0.05) * 15, `worst-case topic ${worstMs.toFixed(2)} ms, plain ${plainMs.toFixed(2)} ms`)
       await client.next(() => client.events().filter((e) => e.topic === WORST_TOPIC).length === 3, { timeout: 10_000 })
     })
   })

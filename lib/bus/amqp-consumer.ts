@@ -9,86 +9,95 @@ import type { Deliver } from './types.js'
 // synchronously, so a message is acked once it returns; acks are cumulative,
 // one per event-loop turn, instead of one frame per message.
 
+export interface ConsumerOptions {
+  deliver: Deliver
+  log: FastifyBaseLogger
+  /** Ids remembered against redeliveries. */
+  memory: number
+  /** Whether a delivery's topic is wanted; the broker key it came by may be wider than the patterns (amqp-bindings.ts). */
+  accepts: (topic: string) => boolean
+  /** Called when the broker cancels the consumer (its queue was deleted). */
+  onCancel: (channel: Channel) => void
+}
+
 export class Consumer {
-  private channel: Channel | undefined
-  private unacked: ConsumeMessage | undefined
-  private ackScheduled = false
+  #channel: Channel | undefined
+  #unacked: ConsumeMessage | undefined
+  #ackScheduled = false
   // Ids of the latest deliveries. The broker redelivers only what was unacked
   // when a connection dropped, at most `prefetch` messages, all recent; the
   // core already has those, so they are acked and not delivered twice.
-  private readonly recentIds: string[] = []
-  private readonly recent = new Set<string>()
-  private readonly dropLog: SummarizedLog
+  readonly #recentIds: string[] = []
+  readonly #recent = new Set<string>()
+  readonly #dropLog: SummarizedLog
+  readonly #options: ConsumerOptions
 
-  constructor (
-    private readonly deliver: Deliver,
-    private readonly log: FastifyBaseLogger,
-    private readonly memory: number,
-    /** Called when the broker cancels the consumer (its queue was deleted). */
-    private readonly onCancel: (channel: Channel) => void
-  ) {
-    this.dropLog = new SummarizedLog(log, 'warn', 'event socket: dropped a broker message that is not a valid event (see docs/rabbitmq.md, foreign messages)')
+  constructor (options: ConsumerOptions) {
+    this.#options = options
+    this.#dropLog = new SummarizedLog(options.log, 'warn', 'event socket: dropped a broker message that is not a valid event (see docs/rabbitmq.md, foreign messages)')
   }
 
   attach (channel: Channel): void {
-    this.channel = channel
-    this.unacked = undefined
+    this.#channel = channel
+    this.#unacked = undefined
   }
 
   detach (channel: Channel): void {
-    if (this.channel !== channel) return
-    this.channel = undefined
-    this.unacked = undefined
+    if (this.#channel !== channel) return
+    this.#channel = undefined
+    this.#unacked = undefined
   }
 
   onMessage (channel: Channel, delivery: ConsumeMessage | null): void {
-    if (channel !== this.channel) return
+    if (channel !== this.#channel) return
     if (delivery === null) {
-      this.onCancel(channel)
+      this.#options.onCancel(channel)
       return
     }
-    this.handle(delivery)
-    this.unacked = delivery
-    if (!this.ackScheduled) {
-      this.ackScheduled = true
+    this.#handle(delivery)
+    this.#unacked = delivery
+    if (!this.#ackScheduled) {
+      this.#ackScheduled = true
       setImmediate(() => this.flush())
     }
   }
 
   /** Acks everything delivered so far. */
   flush (): void {
-    this.ackScheduled = false
-    const delivery = this.unacked
-    if (this.channel === undefined || delivery === undefined) return
-    this.unacked = undefined
+    this.#ackScheduled = false
+    const delivery = this.#unacked
+    if (this.#channel === undefined || delivery === undefined) return
+    this.#unacked = undefined
     try {
-      this.channel.ack(delivery, true)
+      this.#channel.ack(delivery, true)
     } catch {
       // The channel closed in between; the broker redelivers, and `recent` catches the repeats.
     }
   }
 
-  private handle (delivery: ConsumeMessage): void {
-    const message = fromDelivery(delivery, this.deliver.limits ?? defaultEventLimits)
+  #handle (delivery: ConsumeMessage): void {
+    const { deliver, log } = this.#options
+    const message = fromDelivery(delivery, deliver.limits ?? defaultEventLimits)
     if (typeof message === 'string') {
       // Acked like the rest: redelivered, it would fail the same way forever.
-      this.dropLog.report({ reason: message, topic: delivery.fields.routingKey, bytes: delivery.content.length })
-      this.deliver.dropped?.(message)
+      this.#dropLog.report({ reason: message, topic: delivery.fields.routingKey, bytes: delivery.content.length })
+      deliver.dropped?.(message)
       return
     }
-    if (delivery.fields.redelivered && this.recent.has(message.id)) return
-    this.remember(message.id)
+    if (!this.#options.accepts(message.topic)) return
+    if (delivery.fields.redelivered && this.#recent.has(message.id)) return
+    this.#remember(message.id)
     try {
-      this.deliver(message)
+      deliver(message)
     } catch (error) {
       // Acked anyway: redelivering a message the core cannot take would loop.
-      this.log.error({ err: error, id: message.id, topic: message.topic }, 'event socket: delivering a broker message failed')
+      log.error({ err: error, id: message.id, topic: message.topic }, 'event socket: delivering a broker message failed')
     }
   }
 
-  private remember (id: string): void {
-    this.recent.add(id)
-    this.recentIds.push(id)
-    if (this.recentIds.length > this.memory) this.recent.delete(this.recentIds.shift() as string)
+  #remember (id: string): void {
+    this.#recent.add(id)
+    this.#recentIds.push(id)
+    if (this.#recentIds.length > this.#options.memory) this.#recent.delete(this.#recentIds.shift() as string)
   }
 }

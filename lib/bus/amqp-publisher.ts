@@ -25,102 +25,105 @@ export interface PublisherOptions {
 }
 
 export class ConfirmPublisher {
-  private channel: ConfirmChannel | undefined
+  #channel: ConfirmChannel | undefined
   // false after amqplib asked us to stop writing; publishes then wait in the buffer until 'drain'
-  private writable = true
+  #writable = true
   // in call order, so that the publisher's order survives an outage
-  private readonly buffer: Outbound[] = []
-  private readonly inFlight = new Set<Outbound>()
-  private accepting = true
-  private drained: (() => void) | undefined
+  readonly #buffer: Outbound[] = []
+  readonly #inFlight = new Set<Outbound>()
+  #accepting = true
+  #drained: (() => void) | undefined
+  readonly #options: PublisherOptions
 
-  constructor (private readonly options: PublisherOptions) {}
+  constructor (options: PublisherOptions) {
+    this.#options = options
+  }
 
   get buffered (): number {
-    return this.buffer.length
+    return this.#buffer.length
   }
 
   get unconfirmed (): number {
-    return this.inFlight.size
+    return this.#inFlight.size
   }
 
   publish (message: BusMessage): Promise<void> {
-    if (!this.accepting) return Promise.reject(new ClosedError())
-    const sendNow = this.channel !== undefined && this.writable && this.buffer.length === 0
-    if (!sendNow && this.buffer.length >= this.options.maxBuffered) {
-      return Promise.reject(new BrokerUnavailableError(`${this.buffer.length} publishes already wait for the broker`))
+    if (!this.#accepting) return Promise.reject(new ClosedError())
+    const sendNow = this.#channel !== undefined && this.#writable && this.#buffer.length === 0
+    if (!sendNow && this.#buffer.length >= this.#options.maxBuffered) {
+      return Promise.reject(new BrokerUnavailableError(`${this.#buffer.length} publishes already wait for the broker`))
     }
     return new Promise<void>((resolve, reject) => {
-      const outbound: Outbound = { message, resolve, reject, settled: false, timer: setTimeout(() => this.expire(outbound), this.options.timeoutMs) }
-      if (sendNow) this.send(outbound)
-      else this.buffer.push(outbound)
+      const outbound: Outbound = { message, resolve, reject, settled: false, timer: setTimeout(() => this.#expire(outbound), this.#options.timeoutMs) }
+      if (sendNow) this.#send(outbound)
+      else this.#buffer.push(outbound)
     })
   }
 
   /** Starts publishing on a fresh channel of a new connection; sends what waited meanwhile. */
   attach (channel: ConfirmChannel): void {
-    this.channel = channel
-    this.writable = true
+    this.#channel = channel
+    this.#writable = true
     // Runs before amqplib's own 'close' listener, which fails the pending confirm
     // callbacks with an error that looks like a nack; the loss must win.
     channel.prependListener('close', () => this.detach(channel))
     channel.on('drain', () => {
-      if (this.channel !== channel) return
-      this.writable = true
-      this.flush()
+      if (this.#channel !== channel) return
+      this.#writable = true
+      this.#flush()
     })
-    this.flush()
+    this.#flush()
   }
 
   /** The channel is gone: publishes sent on it without a confirm are rejected (the event may or may not have been routed). */
   detach (channel: ConfirmChannel): void {
-    if (this.channel !== channel) return
-    this.channel = undefined
-    for (const outbound of this.inFlight) {
-      this.settle(outbound, new BrokerUnavailableError('the connection was lost before the broker confirmed the event'))
+    if (this.#channel !== channel) return
+    this.#channel = undefined
+    for (const outbound of this.#inFlight) {
+      this.#settle(outbound, new BrokerUnavailableError('the connection was lost before the broker confirmed the event'))
     }
   }
 
   /** Stops accepting, fails what is buffered with `error`, and waits for the confirms of what is in flight (each bounded by its deadline). */
   async close (error: Error = new ClosedError()): Promise<void> {
-    this.accepting = false
-    for (const outbound of this.buffer.splice(0)) this.settle(outbound, error)
-    if (this.inFlight.size > 0) await new Promise<void>((resolve) => { this.drained = resolve })
+    this.#accepting = false
+    for (const outbound of this.#buffer.splice(0)) this.#settle(outbound, error)
+    if (this.#inFlight.size > 0) await new Promise<void>((resolve) => { this.#drained = resolve })
   }
 
-  private flush (): void {
-    while (this.channel !== undefined && this.writable && this.buffer.length > 0) {
-      this.send(this.buffer.shift() as Outbound)
+  #flush (): void {
+    while (this.#channel !== undefined && this.#writable && this.#buffer.length > 0) {
+      this.#send(this.#buffer.shift() as Outbound)
     }
   }
 
-  private send (outbound: Outbound): void {
-    const channel = this.channel as ConfirmChannel
+  #send (outbound: Outbound): void {
+    const channel = this.#channel as ConfirmChannel
     const { message } = outbound
-    this.inFlight.add(outbound)
+    this.#inFlight.add(outbound)
     try {
-      this.writable = channel.publish(this.options.exchange, message.topic, message.payload, publishOptions(message), (error: unknown) => {
-        this.settle(outbound, error == null ? undefined : new PublishNackedError())
+      this.#writable = channel.publish(this.#options.exchange, message.topic, message.payload, publishOptions(message), (error: unknown) => {
+        this.#settle(outbound, error == null ? undefined : new PublishNackedError())
       })
     } catch (error) {
       // amqplib throws when the channel closed a moment ago and its 'close' event is still queued
-      this.settle(outbound, new BrokerUnavailableError((error as Error).message))
+      this.#settle(outbound, new BrokerUnavailableError((error as Error).message))
     }
   }
 
-  private expire (outbound: Outbound): void {
-    const index = this.buffer.indexOf(outbound)
-    if (index !== -1) this.buffer.splice(index, 1)
-    this.settle(outbound, new BrokerUnavailableError(`no confirm from the broker within ${this.options.timeoutMs} ms`))
+  #expire (outbound: Outbound): void {
+    const index = this.#buffer.indexOf(outbound)
+    if (index !== -1) this.#buffer.splice(index, 1)
+    this.#settle(outbound, new BrokerUnavailableError(`no confirm from the broker within ${this.#options.timeoutMs} ms`))
   }
 
-  private settle (outbound: Outbound, error: Error | undefined): void {
+  #settle (outbound: Outbound, error: Error | undefined): void {
     if (outbound.settled) return
     outbound.settled = true
     clearTimeout(outbound.timer)
-    this.inFlight.delete(outbound)
+    this.#inFlight.delete(outbound)
     if (error === undefined) outbound.resolve()
     else outbound.reject(error)
-    if (this.inFlight.size === 0) this.drained?.()
+    if (this.#inFlight.size === 0) this.#drained?.()
   }
 }

@@ -8,6 +8,7 @@ import type { ResolvedBrokerOptions } from '../options.js'
 import { Bindings } from './amqp-bindings.js'
 import { Consumer } from './amqp-consumer.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
+import { redact, type Role, type Session, type Side } from './amqp-session.js'
 import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 
 // The RabbitMQ bus (docs/rabbitmq.md). Two connections, as RabbitMQ
@@ -24,54 +25,39 @@ const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
 
-type Role = 'publisher' | 'consumer'
-type SideState = 'connecting' | 'up' | 'down'
-
-/** One live connection of one side, and the channels whose loss drops it. */
-interface Session {
-  model: ChannelModel
-  channels: Channel[]
-  consumerTag: string | undefined
-  lost: boolean
-}
-
-/** One of the two connections, across its reconnects. */
-interface Side {
-  role: Role
-  state: SideState
-  connection: RecoveringChannelModel | undefined
-  session: Session | undefined
-}
-
 export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger): Bus {
   return new AmqpBus(options, log)
 }
 
 class AmqpBus implements Bus {
   readonly kind = 'amqp'
-  private state: BusState = 'connecting'
-  private lastError: string | undefined
-  private blocked = false
-  private readonly sides: Record<Role, Side> = {
+  #state: BusState = 'connecting'
+  #lastError: string | undefined
+  #blocked = false
+  readonly #sides: Record<Role, Side> = {
     publisher: { role: 'publisher', state: 'connecting', connection: undefined, session: undefined },
     consumer: { role: 'consumer', state: 'connecting', connection: undefined, session: undefined }
   }
 
-  private consumer: Consumer | undefined
-  private closing: Promise<void> | undefined
-  private readonly url: string
+  #consumer: Consumer | undefined
+  #closing: Promise<void> | undefined
+  readonly #options: ResolvedBrokerOptions
+  readonly #log: FastifyBaseLogger
+  readonly #url: string
   /** One queue per instance, named for operators; it outlives a connection (x-expires), not the instance (deleted on close). */
-  private readonly queue: string
-  private readonly bindings: Bindings
-  private readonly publisher: ConfirmPublisher
+  readonly #queue: string
+  readonly #bindings: Bindings
+  readonly #publisher: ConfirmPublisher
 
-  constructor (private readonly options: ResolvedBrokerOptions, private readonly log: FastifyBaseLogger) {
+  constructor (options: ResolvedBrokerOptions, log: FastifyBaseLogger) {
+    this.#options = options
+    this.#log = log
     if (options.url === undefined) throw new BadOptionError('broker.url', 'is required by the amqp bus')
-    this.url = options.url
-    this.queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
+    this.#url = options.url
+    this.#queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
     // A subscription waits for its binding as long as a publish waits for its confirm.
-    this.bindings = new Bindings(options.exchange, this.queue, options.publishTimeoutMs)
-    this.publisher = new ConfirmPublisher({
+    this.#bindings = new Bindings(options.exchange, this.#queue, options.publishTimeoutMs)
+    this.#publisher = new ConfirmPublisher({
       exchange: options.exchange,
       timeoutMs: options.publishTimeoutMs,
       maxBuffered: options.maxBufferedPublishes
@@ -79,22 +65,23 @@ class AmqpBus implements Bus {
   }
 
   async start (deliver: Deliver): Promise<void> {
-    if (this.closed) throw new ClosedError()
-    this.consumer = new Consumer(deliver, this.log, 2 * this.options.prefetch, (channel) => this.dropConsumer(channel))
-    const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.connect(this.sides[role])))
-    const startMs = Math.min(this.options.publishTimeoutMs, MAX_START_MS)
+    if (this.#closed) throw new ClosedError()
+    const accepts = (topic: string): boolean => this.#bindings.accepts(topic)
+    this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel) })
+    const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.#connect(this.#sides[role])))
+    const startMs = Math.min(this.#options.publishTimeoutMs, MAX_START_MS)
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((resolve, reject) => {
       timer = setTimeout(() => reject(new BrokerUnavailableError(
-        `no connection to ${redact(this.url)} within ${startMs} ms (${this.lastError ?? 'no answer'})`
+        `no connection to ${redact(this.#url)} within ${startMs} ms (${this.#lastError ?? 'no answer'})`
       )), startMs)
     })
     try {
       await Promise.race([Promise.all(connections.map((connection) => connection.waitForConnect())), deadline])
     } catch (error) {
-      if (this.closed) throw new ClosedError()
-      this.closing = this.shutdown(error as Error)
-      await this.closing
+      if (this.#closed) throw new ClosedError()
+      this.#closing = this.#shutdown(error as Error)
+      await this.#closing
       throw error
     } finally {
       clearTimeout(timer)
@@ -102,101 +89,101 @@ class AmqpBus implements Bus {
   }
 
   publish (message: BusMessage): Promise<void> {
-    return this.publisher.publish(message)
+    return this.#publisher.publish(message)
   }
 
   async bind (pattern: string): Promise<void> {
-    if (this.closed) throw new ClosedError()
-    await this.bindings.bind(pattern)
+    if (this.#closed) throw new ClosedError()
+    await this.#bindings.bind(pattern)
   }
 
   async unbind (pattern: string): Promise<void> {
-    if (this.closed) return
-    await this.bindings.unbind(pattern)
+    if (this.#closed) return
+    await this.#bindings.unbind(pattern)
   }
 
   // A getter, not a field test: TypeScript would keep narrowing `state` across awaits.
-  private get closed (): boolean {
-    return this.state === 'closed'
+  get #closed (): boolean {
+    return this.#state === 'closed'
   }
 
   health (): BusHealth {
     return {
       kind: 'amqp',
-      state: this.state,
-      buffered: this.publisher.buffered,
-      unconfirmed: this.publisher.unconfirmed,
-      blocked: this.blocked,
-      ...(this.lastError === undefined ? {} : { lastError: this.lastError })
+      state: this.#state,
+      buffered: this.#publisher.buffered,
+      unconfirmed: this.#publisher.unconfirmed,
+      blocked: this.#blocked,
+      ...(this.#lastError === undefined ? {} : { lastError: this.#lastError })
     }
   }
 
   close (): Promise<void> {
-    this.closing ??= this.shutdown(new ClosedError())
-    return this.closing
+    this.#closing ??= this.#shutdown(new ClosedError())
+    return this.#closing
   }
 
-  private async connect (side: Side): Promise<RecoveringChannelModel> {
-    const connection = await connect(this.url, {
+  async #connect (side: Side): Promise<RecoveringChannelModel> {
+    const connection = await connect(this.#url, {
       noDelay: true, // amqplib leaves Nagle on, which holds small publishes and acks back ~40 ms
       timeout: CONNECT_TIMEOUT_MS,
-      clientProperties: { connection_name: `fastify-event-socket ${side.role} ${this.queue}` },
+      clientProperties: { connection_name: `fastify-event-socket ${side.role} ${this.#queue}` },
       recovery: {
-        initialDelay: this.options.reconnectInitialDelayMs,
-        maxDelay: this.options.reconnectMaxDelayMs,
+        initialDelay: this.#options.reconnectInitialDelayMs,
+        maxDelay: this.#options.reconnectMaxDelayMs,
         maxRetries: Infinity,
         waitForConnect: false,
-        setup: (model: ChannelModel) => side.role === 'publisher' ? this.setupPublisher(model) : this.setupConsumer(model)
+        setup: (model: ChannelModel) => side.role === 'publisher' ? this.#setupPublisher(model) : this.#setupConsumer(model)
       }
     })
     side.connection = connection
-    this.watch(side, connection)
+    this.#watch(side, connection)
     return connection
   }
 
   /** A session whose channels, when one closes, drop the connection. */
-  private open (side: Side, model: ChannelModel, channels: Channel[]): Session {
+  #open (side: Side, model: ChannelModel, channels: Channel[]): Session {
     const session: Session = { model, channels, consumerTag: undefined, lost: false }
-    model.on('close', (error?: Error) => this.lose(side, session, error))
+    model.on('close', (error?: Error) => this.#lose(side, session, error))
     for (const channel of channels) {
       // A channel error (the broker refused an operation) is followed by its close.
-      channel.on('error', (error: Error) => { this.lastError = error.message })
+      channel.on('error', (error: Error) => { this.#lastError = error.message })
       // Deferred: when the connection closes, amqplib closes its channels first
       // and only then reports the connection's close with the reason, which should win.
-      channel.on('close', () => queueMicrotask(() => this.lose(side, session)))
+      channel.on('close', () => queueMicrotask(() => this.#lose(side, session)))
     }
     return session
   }
 
   /** Ends a setup: fails it when the bus was closed or a channel died meanwhile (amqplib then closes this connection and, unless closed, retries). */
-  private ready (side: Side, session: Session): void {
-    if (this.closed) throw new ClosedError()
+  #ready (side: Side, session: Session): void {
+    if (this.#closed) throw new ClosedError()
     if (session.lost) throw new BrokerUnavailableError(`a channel closed while the ${side.role} connection was being set up`)
     side.session = session
     side.state = 'up'
-    this.update(side)
+    this.#update(side)
   }
 
-  private async setupPublisher (model: ChannelModel): Promise<void> {
+  async #setupPublisher (model: ChannelModel): Promise<void> {
     // amqplib listens for the connection's errors only once setup succeeded; unheard, an 'error' would crash the process.
-    model.on('error', (error: Error) => { this.lastError = error.message })
-    const side = this.sides.publisher
+    model.on('error', (error: Error) => { this.#lastError = error.message })
+    const side = this.#sides.publisher
     const confirm = await model.createConfirmChannel()
-    const session = this.open(side, model, [confirm])
+    const session = this.#open(side, model, [confirm])
     // Declared here too: this connection may come up first, and a publish to a missing exchange kills the channel.
-    await confirm.assertExchange(this.options.exchange, 'topic', { durable: true })
-    this.ready(side, session)
-    this.publisher.attach(confirm)
+    await confirm.assertExchange(this.#options.exchange, 'topic', { durable: true })
+    this.#ready(side, session)
+    this.#publisher.attach(confirm)
   }
 
-  private async setupConsumer (model: ChannelModel): Promise<void> {
-    model.on('error', (error: Error) => { this.lastError = error.message })
-    const side = this.sides.consumer
+  async #setupConsumer (model: ChannelModel): Promise<void> {
+    model.on('error', (error: Error) => { this.#lastError = error.message })
+    const side = this.#sides.consumer
     const channel = await model.createChannel()
-    const session = this.open(side, model, [channel])
-    const { exchange, maxQueueLength, prefetch, reconnectMaxDelayMs } = this.options
+    const session = this.#open(side, model, [channel])
+    const { exchange, maxQueueLength, prefetch, reconnectMaxDelayMs } = this.#options
     await channel.assertExchange(exchange, 'topic', { durable: true })
-    await channel.assertQueue(this.queue, {
+    await channel.assertQueue(this.#queue, {
       // Durable, but holding transient messages: RabbitMQ 4 deprecates transient
       // non-exclusive queues, and the definition is all a restart keeps.
       durable: true,
@@ -208,103 +195,92 @@ class AmqpBus implements Bus {
       // A crashed instance's queue goes away by itself, long after any reconnect would have come back.
       expires: Math.max(60_000, 12 * reconnectMaxDelayMs)
     })
-    await this.bindings.attach(channel)
+    await this.#bindings.attach(channel)
     await channel.prefetch(prefetch)
-    const consumer = this.consumer as Consumer
+    const consumer = this.#consumer as Consumer
     consumer.attach(channel)
-    session.consumerTag = (await channel.consume(this.queue, (delivery) => consumer.onMessage(channel, delivery))).consumerTag
-    this.ready(side, session)
+    session.consumerTag = (await channel.consume(this.#queue, (delivery) => consumer.onMessage(channel, delivery))).consumerTag
+    this.#ready(side, session)
   }
 
-  private watch (side: Side, connection: RecoveringChannelModel): void {
+  #watch (side: Side, connection: RecoveringChannelModel): void {
     connection.on('connect-failed', (error: Error) => {
-      this.lastError = error.message
-      this.log.warn({ err: error, url: redact(this.url), connection: side.role }, 'event socket: broker connection attempt failed')
+      this.#lastError = error.message
+      this.#log.warn({ err: error, url: redact(this.#url), connection: side.role }, 'event socket: broker connection attempt failed')
     })
     connection.on('reconnect-scheduled', ({ attempt, delay }: { attempt: number, delay: number }) => {
-      this.log.debug({ attempt, delay, connection: side.role }, 'event socket: broker reconnect scheduled')
+      this.#log.debug({ attempt, delay, connection: side.role }, 'event socket: broker reconnect scheduled')
     })
-    connection.on('error', (error: Error) => { this.lastError = error.message })
+    connection.on('error', (error: Error) => { this.#lastError = error.message })
     // Only the publishing connection matters: the broker blocks connections that publish, and the consumer's never does.
     if (side.role !== 'publisher') return
     connection.on('blocked', (reason: string) => {
-      this.blocked = true
-      this.lastError = `blocked: ${reason}`
-      this.log.warn({ reason }, 'event socket: the broker blocks publishing (resource alarm); publishes wait and may time out, delivery continues')
+      this.#blocked = true
+      this.#lastError = `blocked: ${reason}`
+      this.#log.warn({ reason }, 'event socket: the broker blocks publishing (resource alarm); publishes wait and may time out, delivery continues')
     })
     connection.on('unblocked', () => {
-      this.blocked = false
-      this.log.info('event socket: the broker unblocked publishing')
+      this.#blocked = false
+      this.#log.info('event socket: the broker unblocked publishing')
     })
   }
 
   /** Forgets a connection whose connection or channel closed; publishes in flight on it fail, the next ones wait for recovery. */
-  private lose (side: Side, session: Session, error?: Error): void {
+  #lose (side: Side, session: Session, error?: Error): void {
     if (session.lost) return
     session.lost = true
-    if (error !== undefined) this.lastError = error.message
+    if (error !== undefined) this.#lastError = error.message
     for (const channel of session.channels) {
-      this.bindings.detach(channel)
-      this.consumer?.detach(channel)
-      this.publisher.detach(channel as ConfirmChannel)
+      this.#bindings.detach(channel)
+      this.#consumer?.detach(channel)
+      this.#publisher.detach(channel as ConfirmChannel)
     }
-    if (side.role === 'publisher') this.blocked = false // a new connection starts unblocked; the broker says so again if not
+    if (side.role === 'publisher') this.#blocked = false // a new connection starts unblocked; the broker says so again if not
     if (side.session !== session) return
     side.session = undefined
-    if (this.closed) return
+    if (this.#closed) return
     side.state = 'down'
-    this.update(side)
+    this.#update(side)
     session.model.close().catch(() => {}) // a channel can die alone; recovery starts only when the connection closes
   }
 
-  private dropConsumer (channel: Channel): void {
-    const session = this.sides.consumer.session
+  #dropConsumer (channel: Channel): void {
+    const session = this.#sides.consumer.session
     if (session?.channels[0] !== channel) return
-    this.lastError = `the broker cancelled the consumer of ${this.queue}`
-    this.lose(this.sides.consumer, session)
+    this.#lastError = `the broker cancelled the consumer of ${this.#queue}`
+    this.#lose(this.#sides.consumer, session)
   }
 
   /** The bus's state from its two connections': down if either is down, connecting until both came up once, else up. */
-  private update (side: Side): void {
-    const { publisher, consumer } = this.sides
+  #update (side: Side): void {
+    const { publisher, consumer } = this.#sides
     const states = [publisher.state, consumer.state]
     const next: BusState = states.includes('down') ? 'down' : states.includes('connecting') ? 'connecting' : 'up'
-    this.transition(next, side)
+    this.#transition(next, side)
   }
 
-  private transition (next: BusState, side?: Side): void {
-    const previous = this.state
+  #transition (next: BusState, side?: Side): void {
+    const previous = this.#state
     if (previous === next || previous === 'closed') return
-    this.state = next
-    const context = { previous, state: next, connection: side?.role, queue: this.queue, patterns: this.bindings.size }
-    if (next === 'up') this.log.info(context, 'event socket: broker connection up')
+    this.#state = next
+    const context = { previous, state: next, connection: side?.role, queue: this.#queue, patterns: this.#bindings.size }
+    if (next === 'up') this.#log.info(context, 'event socket: broker connection up')
     else if (next === 'down') {
-      this.log.warn({ ...context, lastError: this.lastError, buffered: this.publisher.buffered }, 'event socket: broker connection lost; reconnecting')
-    } else if (next === 'closed') this.log.info(context, 'event socket: broker connection closed')
+      this.#log.warn({ ...context, lastError: this.#lastError, buffered: this.#publisher.buffered }, 'event socket: broker connection lost; reconnecting')
+    } else if (next === 'closed') this.#log.info(context, 'event socket: broker connection closed')
   }
 
-  private async shutdown (error: Error): Promise<void> {
-    const consuming = this.sides.consumer.session
-    this.transition('closed')
-    this.bindings.close(error)
-    const confirmed = this.publisher.close(error)
+  async #shutdown (error: Error): Promise<void> {
+    const consuming = this.#sides.consumer.session
+    this.#transition('closed')
+    this.#bindings.close(error)
+    const confirmed = this.#publisher.close(error)
     if (consuming?.consumerTag !== undefined) await (consuming.channels[0] as Channel).cancel(consuming.consumerTag).catch(() => {})
-    this.consumer?.flush()
+    this.#consumer?.flush()
     await confirmed
     // Nobody will consume it again; x-expires would remove it too, later.
-    if (consuming !== undefined) await (consuming.channels[0] as Channel).deleteQueue(this.queue).catch(() => {})
-    for (const side of Object.values(this.sides)) side.session = undefined
-    await Promise.all(Object.values(this.sides).map((side) => side.connection?.close()))
-  }
-}
-
-/** The URL without its password, for logs and errors. */
-function redact (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return 'the broker'
+    if (consuming !== undefined) await (consuming.channels[0] as Channel).deleteQueue(this.#queue).catch(() => {})
+    for (const side of Object.values(this.#sides)) side.session = undefined
+    await Promise.all(Object.values(this.#sides).map((side) => side.connection?.close()))
   }
 }

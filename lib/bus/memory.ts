@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify'
 import { TopicIndex, type Subscriber } from '../topic-index.js'
 import { ClosedError } from '../errors.js'
 import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
@@ -10,9 +11,14 @@ const BOUND: Subscriber = { matchMark: 0 }
 
 export class MemoryBus implements Bus {
   readonly kind = 'memory'
+  readonly #log: FastifyBaseLogger | undefined
   #bound = new TopicIndex<Subscriber>()
   #deliver: Deliver | undefined
   #closed = false
+
+  constructor (log?: FastifyBaseLogger) {
+    this.#log = log
+  }
 
   async start (deliver: Deliver): Promise<void> {
     this.#deliver = deliver
@@ -22,10 +28,17 @@ export class MemoryBus implements Bus {
     if (this.#closed || this.#deliver === undefined) throw new ClosedError()
     let routed = false
     this.#bound.match(message.topic, () => { routed = true })
-    if (routed) this.#deliver(message)
+    if (!routed) return
+    try {
+      this.#deliver(message)
+    } catch (err) {
+      // The event is published all the same: its delivery failing here is no failure of the publisher's.
+      this.#log?.error({ err, id: message.id, topic: message.topic }, 'event socket: delivering a bus message failed')
+    }
   }
 
   async bind (pattern: string): Promise<void> {
+    if (this.#closed) throw new ClosedError()
     this.#bound.add(pattern, BOUND)
   }
 

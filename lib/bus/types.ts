@@ -1,29 +1,35 @@
 import type { EventLimits } from '../publish.js'
 
-// The seam between `publish` and the instances' sockets. Two implementations:
-// `memory` (in-process, one instance) and `amqp` (RabbitMQ, many instances).
-// Both must behave the same to a client; test/bus-contract.test.ts holds them to it.
+// The seam between `publish` and the instances' sockets, and a public
+// contract: `bus` (EventSocketOptions) takes any object implementing `Bus`.
+// The plugin ships `memory` (in-process, one instance) and `amqp` (RabbitMQ,
+// many instances); `fastify-event-socket/bus-contract` exports the suite that
+// holds every implementation, theirs and yours, to the rules written here.
 
 /** One event as it travels between instances. */
 export interface BusMessage {
   /** Unique id assigned by `publish`. */
   id: string
-  /** Concrete topic (no wildcards); the AMQP routing key. */
+  /**
+   * Concrete topic (no wildcards), or a control key under `$evsock.` (the
+   * plugin's own messages between instances, such as `$evsock.revoke`).
+   */
   topic: string
   /** Epoch milliseconds at publish. */
   time: number
-  /** The event's `data`, encoded once as UTF-8 JSON at publish. */
+  /** The event's `data`, encoded once as UTF-8 JSON at publish; carried untouched. */
   payload: Buffer
 }
 
 export type BusState = 'up' | 'connecting' | 'down' | 'closed'
 
 export interface BusHealth {
-  kind: 'memory' | 'amqp'
+  /** The bus's `kind`. */
+  kind: string
   state: BusState
-  /** Publishes waiting for the broker to come back (amqp only). */
+  /** Publishes waiting for the transport to come back (0 for a bus that never buffers). */
   buffered: number
-  /** Publishes sent and not yet confirmed (amqp only). */
+  /** Publishes sent and not yet confirmed (0 for a bus without confirms). */
   unconfirmed: number
   /** The broker blocks this instance's publishing connection (a resource alarm); delivery goes on (amqp only). */
   blocked?: boolean
@@ -31,29 +37,80 @@ export interface BusHealth {
   lastError?: string
 }
 
-/** Called for every message routed to this instance. Enqueueing is synchronous, so the bus may ack once it returns. */
+/**
+ * The plugin's delivery callback, passed to `start`. It enqueues
+ * synchronously (the message is in the plugin's hands when it returns, so a
+ * bus may ack it then) and does not throw; should it throw anyway, the bus
+ * must neither crash nor stall: it logs, treats the message as delivered (no
+ * redelivery, which would loop) and goes on with the next one. It never
+ * rejects a publish: a publish's outcome does not depend on delivery.
+ */
 export interface Deliver {
   (message: BusMessage): void
-  /** What a message from outside this process (the broker) must meet to be delivered; without it, the default limits. */
+  /**
+   * What a message from outside this process (a broker anyone may publish
+   * to) must meet to be delivered; without it, the default limits. A bus that
+   * carries only what this plugin's `publish` produced may ignore it.
+   */
   readonly limits?: EventLimits
-  /** Told of each message from outside that was dropped as malformed (the bus has logged it). */
+  /** To be told of each message from outside that the bus dropped as malformed (after logging it). */
   readonly dropped?: (reason: string) => void
 }
 
+/**
+ * How events travel between instances. Every instance of an app has its own
+ * bus object connected to the same transport. The plugin calls `start` once,
+ * then `publish`, `bind`, `unbind` and `health` in any interleaving (binds of
+ * different patterns run concurrently; the plugin never overlaps two
+ * operations on one pattern), then `close` once at shutdown.
+ */
 export interface Bus {
-  readonly kind: 'memory' | 'amqp'
-  /** Connects and starts consuming; `deliver` receives every message matching a bound pattern. */
+  /** Names the implementation in `health().broker.kind` and logs (`'memory'`, `'amqp'`, or your own). */
+  readonly kind: string
+  /**
+   * Connects and starts delivering to `deliver`. Resolves once `publish` and
+   * `bind` can be used; a rejection fails the plugin's registration.
+   */
   start (deliver: Deliver): Promise<void>
-  /** Resolves once the message is durably accepted (broker confirm); rejects with a typed error otherwise. */
+  /**
+   * Routes `message` to every instance (this one included: the plugin has no
+   * local shortcut) whose bus has a bound pattern matching `message.topic`,
+   * exactly once each. Resolves once the transport has accepted it for all of
+   * them (for RabbitMQ, the publisher confirm); rejects with a typed error
+   * (`FST_EVSOCK_BROKER_UNAVAILABLE`, `FST_EVSOCK_PUBLISH_NACKED`,
+   * `FST_EVSOCK_CLOSED` after `close`) otherwise, and never resolves without
+   * having it. Messages published by one instance reach each instance in
+   * the order of the `publish` calls, even when the caller did not wait for
+   * one before the next.
+   */
   publish (message: BusMessage): Promise<void>
   /**
-   * Routes messages whose topic matches `pattern` to this instance. Called once per pattern (reference counting is the caller's).
-   * Resolves only once the routing is in place; rejects with FST_EVSOCK_BROKER_UNAVAILABLE when it could not be made in time.
+   * Routes to this instance the messages whose topic matches `pattern`: a
+   * canonical pattern (docs/protocol.md section 3) of words, `*` (one word)
+   * and `#` (zero or more words), or a control key under `$evsock.` that must
+   * be carried like any topic. Called once per pattern while it is wanted
+   * (reference counting is the caller's). Resolving means the routing is in
+   * place: every message published after that, on any instance, whose topic
+   * matches reaches `deliver`. Only matching messages do: a bus whose
+   * transport routes more widely (a broker key coarser than the pattern)
+   * filters the rest out before `deliver`. Rejects with
+   * `FST_EVSOCK_BROKER_UNAVAILABLE` when the routing could not be made in
+   * time, `FST_EVSOCK_CLOSED` after `close`.
    */
   bind (pattern: string): Promise<void>
-  /** Stops routing `pattern` to this instance. */
+  /**
+   * Stops routing `pattern` to this instance; messages matching only it are
+   * no longer delivered once it resolves. May resolve before the transport
+   * catches up (while disconnected), as long as nothing matching only
+   * `pattern` reaches `deliver` afterwards. Resolves (does nothing) after `close`.
+   */
   unbind (pattern: string): Promise<void>
+  /** Synchronous and cheap: called on every health check and stats read. */
   health (): BusHealth
-  /** Stops consuming, waits for outstanding confirms, releases every resource. */
+  /**
+   * Stops delivering, waits for outstanding confirms, releases every resource
+   * (timers, sockets), so that the process can exit. Idempotent; afterwards
+   * `health().state` is `'closed'`.
+   */
   close (): Promise<void>
 }

@@ -1,10 +1,11 @@
 import { describe, expect, test } from 'tstyche'
-import type { Bus, BusHealth, BusMessage, Deliver } from 'fastify-event-socket'
+import type { Bus, BusHealth, BusMessage, Deliver, EventSocketOptions } from 'fastify-event-socket'
+import { busContract, type BusContractOptions, type ContractTest } from 'fastify-event-socket/bus-contract'
 
 // Bus and BusMessage are exported for those who write their own bus: this one
 // must keep compiling against the interface, or the file fails.
 class RecordingBus implements Bus {
-  readonly kind = 'memory'
+  readonly kind = 'recording'
   readonly published: BusMessage[] = []
   #deliver: ((message: BusMessage) => void) | undefined
 
@@ -12,17 +13,19 @@ class RecordingBus implements Bus {
   async publish (message: BusMessage): Promise<void> { this.published.push(message); this.#deliver?.(message) }
   async bind (): Promise<void> {}
   async unbind (): Promise<void> {}
-  health (): BusHealth { return { kind: 'memory', state: 'up', buffered: 0, unconfirmed: 0 } }
+  health (): BusHealth { return { kind: this.kind, state: 'up', buffered: 0, unconfirmed: 0 } }
   async close (): Promise<void> {}
 }
 
 describe('Bus', () => {
-  test('a user implementation fits it', () => {
+  test('a user implementation, with a kind of its own, fits it and the bus option', () => {
     expect<RecordingBus>().type.toBeAssignableTo<Bus>()
+    expect<{ bus: RecordingBus }>().type.toBeAssignableTo<EventSocketOptions>()
+    expect<{ bus: { kind: string } }>().type.not.toBeAssignableTo<EventSocketOptions>()
   })
 
   test('has the documented methods', () => {
-    expect<Bus['kind']>().type.toBe<'memory' | 'amqp'>()
+    expect<Bus['kind']>().type.toBe<string>()
     expect<Bus['start']>().type.toBe<(deliver: Deliver) => Promise<void>>()
     expect<(message: BusMessage) => void>().type.toBeAssignableTo<Deliver>()
     expect<Bus['publish']>().type.toBe<(message: BusMessage) => Promise<void>>()
@@ -32,10 +35,10 @@ describe('Bus', () => {
     expect<Bus['close']>().type.toBe<() => Promise<void>>()
   })
 
-  test('an implementation missing a method or with another kind does not fit', () => {
+  test('an implementation missing a method, or whose kind is not a string, does not fit', () => {
     expect<Omit<RecordingBus, 'close'>>().type.not.toBeAssignableTo<Bus>()
     expect<Omit<RecordingBus, 'unbind'>>().type.not.toBeAssignableTo<Bus>()
-    expect<Omit<RecordingBus, 'kind'> & { kind: 'redis' }>().type.not.toBeAssignableTo<Bus>()
+    expect<Omit<RecordingBus, 'kind'> & { kind: 42 }>().type.not.toBeAssignableTo<Bus>()
     expect<Omit<RecordingBus, 'publish'> & { publish: (message: BusMessage) => void }>().type.not.toBeAssignableTo<Bus>()
   })
 })
@@ -47,12 +50,22 @@ describe('BusMessage and BusHealth', () => {
 
   test('BusHealth reports the kind, state and the publishes in flight', () => {
     expect<BusHealth>().type.toBe<{
-      kind: 'memory' | 'amqp'
+      kind: string
       state: 'up' | 'connecting' | 'down' | 'closed'
       buffered: number
       unconfirmed: number
       blocked?: boolean
       lastError?: string
     }>()
+  })
+})
+
+describe('busContract', () => {
+  test('takes a test function and a factory of buses', () => {
+    expect(busContract).type.toBe<(test: ContractTest, options: BusContractOptions) => void>()
+    expect<(name: string, fn: () => Promise<void>) => Promise<void>>().type.toBeAssignableTo<ContractTest>()
+    expect<{ createBus: () => RecordingBus }>().type.toBeAssignableTo<BusContractOptions>()
+    expect<{ createBus: () => Promise<Bus>, singleInstance: true, timeoutMs: 100 }>().type.toBeAssignableTo<BusContractOptions>()
+    expect<{ createBus: () => { kind: string } }>().type.not.toBeAssignableTo<BusContractOptions>()
   })
 })

@@ -1,0 +1,33 @@
+import type { Channel, ChannelModel, RecoveringChannelModel } from 'amqplib'
+
+// The RabbitMQ bus's two connections (publisher, consumer) as amqp.ts tracks them across reconnects.
+
+export type Role = 'publisher' | 'consumer'
+export type SideState = 'connecting' | 'up' | 'down'
+
+/** One live connection of one side, and the channels whose loss drops it. */
+export interface Session {
+  model: ChannelModel
+  channels: Channel[]
+  consumerTag: string | undefined
+  lost: boolean
+}
+
+/** One of the two connections, across its reconnects. */
+export interface Side {
+  role: Role
+  state: SideState
+  connection: RecoveringChannelModel | undefined
+  session: Session | undefined
+}
+
+/** The URL without its password, for logs and errors. */
+export function redact (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return 'the broker'
+  }
+}
