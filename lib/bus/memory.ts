@@ -1,4 +1,4 @@
-import { TopicIndex, type Subscriber } from '../topic-index.js'
+import { TopicIndex } from '../client/topic-index.js'
 import { ClosedError } from '../errors.js'
 import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
 
@@ -6,11 +6,9 @@ import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
 // tests). It routes like the broker does, through the bound patterns, so that
 // both buses look the same to the rest of the plugin.
 
-const BOUND: Subscriber = { matchMark: 0 }
-
 export class MemoryBus implements Bus {
   readonly kind = 'memory'
-  #bound = new TopicIndex<Subscriber>()
+  #bound = new TopicIndex<true>()
   #deliver: Deliver | undefined
   #closed = false
 
@@ -20,17 +18,15 @@ export class MemoryBus implements Bus {
 
   async publish (message: BusMessage): Promise<void> {
     if (this.#closed || this.#deliver === undefined) throw new ClosedError()
-    let routed = false
-    this.#bound.match(message.topic, () => { routed = true })
-    if (routed) this.#deliver(message)
+    if (this.#bound.matches(message.topic)) this.#deliver(message)
   }
 
   async bind (pattern: string): Promise<void> {
-    this.#bound.add(pattern, BOUND)
+    this.#bound.add(pattern, true)
   }
 
   async unbind (pattern: string): Promise<void> {
-    this.#bound.remove(pattern, BOUND)
+    this.#bound.remove(pattern, true)
   }
 
   health (): BusHealth {
