@@ -1,9 +1,15 @@
 import t from 'tap'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import fc from 'fast-check'
 import { compilePattern } from '../lib/client/patterns.js'
 import { referenceMatch } from './fixtures/topic-cases.js'
 import { canonicalPattern, multiWordWildcards, patternProblem, topicProblem } from '../lib/topics.js'
 import { TopicIndex } from '../lib/client/topic-index.js'
+
+// A full collection without --expose-gc on the command line.
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
 
 t.test('topic syntax', async (t) => {
   for (const topic of ['orders', 'orders.eu.created', 'user.42.inbox', 'a-b_c:d@e.F9']) t.equal(topicProblem(topic), undefined, topic)
@@ -45,6 +51,33 @@ t.test('add and remove report the first and last subscriber of a pattern, and pr
   let visits = 0
   index.match('x.q.y', () => visits++)
   t.equal(visits, 0)
+})
+
+t.test('a subscriber stays reachable through its other patterns, and the index lets it go with its last', async (t) => {
+  const index = new TopicIndex<object>()
+  let subscriber: object | undefined = {}
+  const gone = new WeakRef(subscriber)
+  const visits = (topic: string): number => {
+    let count = 0
+    index.match(topic, () => count++)
+    return count
+  }
+  index.add('a.*', subscriber)
+  index.add('a.#', subscriber)
+  index.remove('a.*', subscriber)
+  t.equal(visits('a.b'), 1, 'still held through a.#')
+  index.add('a.*', subscriber)
+  t.equal(visits('a.b'), 1, 'visited once through both')
+  index.remove('a.*', subscriber)
+  index.remove('a.#', subscriber)
+  t.equal(visits('a.b'), 0)
+  subscriber = undefined
+  // The index's own record of the subscriber must go with its last pattern.
+  for (let i = 0; i < 10 && gone.deref() !== undefined; i++) {
+    await new Promise((resolve) => setImmediate(resolve))
+    gc()
+  }
+  t.equal(gone.deref(), undefined, 'collected once it holds no pattern')
 })
 
 t.test('multiWordWildcards counts the # words, which canonical form reduces to one per run', async (t) => {
