@@ -9,7 +9,6 @@ import { CloseCode, type CloseCodeValue } from './client/close-codes.js'
 import { parseRequest, type ClientRequest, type ErrorCode, type RequestProblem } from './requests.js'
 import { expiresAt } from './tokens.js'
 import { TokenRevokedError } from './errors.js'
-import type { Subscriber } from './topic-index.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
 /** What a connection needs from the instance that holds it. */
@@ -41,13 +40,12 @@ const BAD_FRAME_CODES: ReadonlySet<ErrorCode> = new Set(['BAD_REQUEST', 'BAD_TOP
  * One WebSocket: its user, subscriptions, ack window, pending queue, rate and
  * bad-frame accounting, and token-expiry timers (docs/protocol.md sections 2 to 5).
  */
-export class Connection implements Subscriber {
+export class Connection {
   readonly session = randomUUID()
   readonly format: Format
   readonly socket: WebSocket
   readonly request: FastifyRequest
   readonly subscriptions = new Set<string>()
-  matchMark = 0
   /** Answered the last ping; cleared at each heartbeat. */
   alive = true
   /**

@@ -4,7 +4,7 @@
 // fan-out table's ws-naive / ws-coalesced / evsock rows.
 import { randomUUID } from 'node:crypto'
 import { OutboundEvent } from '../../lib/codec.js'
-import { TopicIndex } from '../../lib/topic-index.js'
+import { TopicIndex } from '../../lib/client/topic-index.js'
 import { eventData } from '../lib/payload.js'
 import type { Cell, Context, ScenarioResult } from '../lib/results.js'
 
@@ -50,8 +50,8 @@ function matchingRow (ms: number): Cell[] {
   const patterns = Array.from({ length: PATTERNS }, (_, i) => i % 2 === 0 ? `user.${i}.#` : `user.${i}.*`)
   // Before: every pattern tested against every topic.
   const regexes = patterns.map((pattern) => new RegExp(`^${pattern.replace(/\./g, '\\.').replace(/\\\.#$/, '(\\..+)?').replace(/\*/g, '[^.]+')}$`))
-  const index = new TopicIndex<{ matchMark: number }>()
-  for (const pattern of patterns) index.add(pattern, { matchMark: 0 })
+  const index = new TopicIndex<object>()
+  for (const pattern of patterns) index.add(pattern, {})
   let n = 0
   const topic = (): string => `user.${(n++ * 7919) % PATTERNS}.inbox`
   let hits = 0

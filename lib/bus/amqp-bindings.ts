@@ -1,6 +1,6 @@
 import type { Channel } from 'amqplib'
 import { BrokerUnavailableError, ClosedError } from '../errors.js'
-import { TopicIndex, type Subscriber } from '../topic-index.js'
+import { TopicIndex } from '../client/topic-index.js'
 
 // The routing keys of one instance's queue. `wanted` is what the caller
 // asked for; `bound` is what may exist on the broker. The queue outlives a
@@ -20,8 +20,6 @@ import { TopicIndex, type Subscriber } from '../topic-index.js'
 // channel (or when the channel dies under the bind) it waits for recovery's
 // next successful `attach`, bounded by `timeoutMs`.
 
-const WANTED: Subscriber = { matchMark: 0 }
-
 /** The binding that routes `pattern` at linear cost on RabbitMQ: `pattern` up to and including its first `#`. */
 export function brokerKey (pattern: string): string {
   const words = pattern.split('.')
@@ -37,7 +35,7 @@ export class Bindings {
   readonly #wanted = new Map<string, Set<string>>()
   readonly #bound = new Set<string>()
   /** Every wanted pattern, consulted only while some pattern's key is wider than itself. */
-  readonly #exact = new TopicIndex<Subscriber>()
+  readonly #exact = new TopicIndex<true>()
   #widened = 0
   #channel: Channel | undefined
   // One operation at a time: a channel runs one RPC at a time anyway, and a
@@ -60,9 +58,7 @@ export class Bindings {
   /** Whether a delivery on `topic` matches a wanted pattern, not only the wider key it was routed by. */
   accepts (topic: string): boolean {
     if (this.#widened === 0) return true
-    let matched = false
-    this.#exact.match(topic, () => { matched = true })
-    return matched
+    return this.#exact.matches(topic)
   }
 
   /** Resolves once bound on the broker; rejects with FST_EVSOCK_BROKER_UNAVAILABLE when that did not happen within `timeoutMs`. */
@@ -73,7 +69,7 @@ export class Bindings {
     if (patterns === undefined) this.#wanted.set(key, patterns = new Set())
     if (!patterns.has(pattern)) {
       patterns.add(pattern)
-      this.#exact.add(pattern, WANTED)
+      this.#exact.add(pattern, true)
       if (key !== pattern) this.#widened++
     }
     // Queued even when the key was wanted already: it resolves once that key's bind is done.
@@ -87,7 +83,7 @@ export class Bindings {
     const key = brokerKey(pattern)
     const patterns = this.#wanted.get(key)
     if (patterns?.delete(pattern) !== true) return
-    this.#exact.remove(pattern, WANTED)
+    this.#exact.remove(pattern, true)
     if (key !== pattern) this.#widened--
     if (patterns.size > 0) return
     this.#wanted.delete(key)

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { TopicIndex, type Subscriber } from '../topic-index.js'
+import { TopicIndex } from '../client/topic-index.js'
 import { ClosedError } from '../errors.js'
 import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
 
@@ -7,12 +7,10 @@ import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
 // tests). It routes like the broker does, through the bound patterns, so that
 // both buses look the same to the rest of the plugin.
 
-const BOUND: Subscriber = { matchMark: 0 }
-
 export class MemoryBus implements Bus {
   readonly kind = 'memory'
   readonly #log: FastifyBaseLogger | undefined
-  #bound = new TopicIndex<Subscriber>()
+  #bound = new TopicIndex<true>()
   #deliver: Deliver | undefined
   #closed = false
 
@@ -26,9 +24,7 @@ export class MemoryBus implements Bus {
 
   async publish (message: BusMessage): Promise<void> {
     if (this.#closed || this.#deliver === undefined) throw new ClosedError()
-    let routed = false
-    this.#bound.match(message.topic, () => { routed = true })
-    if (!routed) return
+    if (!this.#bound.matches(message.topic)) return
     try {
       this.#deliver(message)
     } catch (err) {
@@ -39,11 +35,11 @@ export class MemoryBus implements Bus {
 
   async bind (pattern: string): Promise<void> {
     if (this.#closed) throw new ClosedError()
-    this.#bound.add(pattern, BOUND)
+    this.#bound.add(pattern, true)
   }
 
   async unbind (pattern: string): Promise<void> {
-    this.#bound.remove(pattern, BOUND)
+    this.#bound.remove(pattern, true)
   }
 
   health (): BusHealth {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { createClient } from 'redis'
 import { ClosedError } from '../../lib/errors.js'
-import { TopicIndex, type Subscriber } from '../../lib/topic-index.js'
+import { TopicIndex } from '../../lib/client/topic-index.js'
 import type { Bus, BusHealth, BusMessage, BusState, Deliver } from '../../lib/bus/types.js'
 
 // A test-only bus over Redis pub/sub, written the way a user would write one
@@ -13,8 +13,6 @@ import type { Bus, BusHealth, BusMessage, BusState, Deliver } from '../../lib/bu
 
 export const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
-const BOUND: Subscriber = { matchMark: 0 }
-
 type Client = ReturnType<typeof createClient>
 
 export class RedisBus implements Bus {
@@ -24,7 +22,7 @@ export class RedisBus implements Bus {
   readonly #channel: string
   readonly #publisher: Client
   readonly #subscriber: Client
-  #bound = new TopicIndex<Subscriber>()
+  #bound = new TopicIndex<true>()
   #state: BusState = 'connecting'
 
   /** Every bus made with the same `channel` is one instance of the same app. */
@@ -51,11 +49,11 @@ export class RedisBus implements Bus {
   async bind (pattern: string): Promise<void> {
     if (this.#state === 'closed') throw new ClosedError()
     // The subscription to the channel exists since start: routing is in place as soon as the filter holds the pattern.
-    this.#bound.add(pattern, BOUND)
+    this.#bound.add(pattern, true)
   }
 
   async unbind (pattern: string): Promise<void> {
-    this.#bound.remove(pattern, BOUND)
+    this.#bound.remove(pattern, true)
   }
 
   health (): BusHealth {
@@ -72,9 +70,7 @@ export class RedisBus implements Bus {
     if (this.#state === 'closed') return
     const split = raw.indexOf(10)
     const head = JSON.parse(raw.subarray(0, split).toString('utf8')) as Omit<BusMessage, 'payload'>
-    let routed = false
-    this.#bound.match(head.topic, () => { routed = true })
-    if (!routed) return
+    if (!this.#bound.matches(head.topic)) return
     try {
       deliver({ ...head, payload: raw.subarray(split + 1) })
     } catch (error) {
