@@ -1,7 +1,8 @@
 // WebSocket framing (RFC 6455 section 5.2) for frames this server sends:
-// final, unmasked, text or binary. Building the whole frame here lets an
-// event's frame be one buffer and one write, rather than ws framing the
-// payload again for every socket.
+// final, unmasked, text or binary. Building the whole frame here lets the
+// frames of one turn be one buffer and one write, rather than ws framing each
+// payload and writing it on its own. Only for sockets without per-message
+// compression: with it, ws.send is given the payloads.
 
 const FIN_TEXT = 0x81
 const FIN_BINARY = 0x82
@@ -27,17 +28,4 @@ export function writeHeader (target: Buffer, at: number, binary: boolean, payloa
   target.writeUInt32BE(Math.floor(payloadLength / 0x100000000), at + 2)
   target.writeUInt32BE(payloadLength >>> 0, at + 6)
   return at + 10
-}
-
-/** A whole frame around `payload`. */
-export function frame (payload: Buffer, binary: boolean): Buffer {
-  const result = Buffer.allocUnsafe(headerLength(payload.length) + payload.length)
-  payload.copy(result, writeHeader(result, 0, binary, payload.length))
-  return result
-}
-
-/** The payload of a frame built here. */
-export function payloadOf (frame: Buffer): Buffer {
-  const length = frame[1]!
-  return frame.subarray(length < 126 ? 2 : length === 126 ? 4 : 10)
 }
