@@ -1,12 +1,11 @@
 import { Packr, Unpackr } from 'msgpackr'
 import { subprotocols, type Format } from './client/protocol.js'
-import { headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
 // The two wire formats of docs/protocol.md section 2. An event's body (topic, id,
 // data) is encoded once per format, the first time a connection of that
-// format takes it; each connection then only writes the WebSocket
-// header and the small envelope in front of it (`op` and its own `seq`).
+// format takes it; each connection then only writes the small envelope in
+// front of it (`op` and its own `seq`). WebSocket framing is lib/framers.ts's.
 
 export type { Format }
 
@@ -61,31 +60,13 @@ export class OutboundEvent {
     return this.#msgpackBody !== null
   }
 
-  /** Bytes of this event's message with `seq`, without a WebSocket header. */
+  /** Bytes of this event's message with `seq` (the WebSocket header is the framer's). */
   payloadLength (format: Format, seq: number): number {
     return this.#envelopeLength(format, seq) + this.#body(format).length
   }
 
-  /** Bytes of this event's whole WebSocket frame with `seq`. */
-  frameLength (format: Format, seq: number): number {
-    const payloadLength = this.payloadLength(format, seq)
-    return headerLength(payloadLength) + payloadLength
-  }
-
-  /** Writes the whole frame with `seq` into `target` at `at`; returns the offset after it. */
-  writeFrame (target: Buffer, at: number, format: Format, seq: number): number {
-    at = writeHeader(target, at, format === 'msgpack', this.payloadLength(format, seq))
-    return this.#writePayload(target, at, format, seq)
-  }
-
-  /** The message with `seq` on its own, for a framer that adds the header itself (ws.send). */
-  payload (format: Format, seq: number): Buffer {
-    const payload = Buffer.allocUnsafe(this.payloadLength(format, seq))
-    this.#writePayload(payload, 0, format, seq)
-    return payload
-  }
-
-  #writePayload (target: Buffer, at: number, format: Format, seq: number): number {
+  /** Writes the message with `seq` into `target` at `at`; returns the offset after it. */
+  writePayload (target: Buffer, at: number, format: Format, seq: number): number {
     if (format === 'json') {
       at += JSON_HEAD.copy(target, at)
       at = writeDecimal(target, at, seq)
@@ -94,6 +75,13 @@ export class OutboundEvent {
       at = writeMsgpackUint(target, at, seq)
     }
     return at + this.#body(format).copy(target, at)
+  }
+
+  /** The message with `seq` on its own. */
+  payload (format: Format, seq: number): Buffer {
+    const payload = Buffer.allocUnsafe(this.payloadLength(format, seq))
+    this.writePayload(payload, 0, format, seq)
+    return payload
   }
 
   #envelopeLength (format: Format, seq: number): number {

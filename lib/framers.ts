@@ -1,6 +1,5 @@
 import type { WebSocket } from 'ws'
 import { OutboundEvent, type Format } from './codec.js'
-import { headerLength, writeHeader } from './ws-frame.js'
 
 // How the frames of one turn reach the socket, chosen once per socket.
 // Without per-message compression they are framed here and written to the TCP
@@ -48,14 +47,15 @@ class DirectFramer implements Framer {
     let length = 0
     let seq = first
     for (const entry of entries) {
-      length += entry instanceof OutboundEvent ? entry.frameLength(format, seq++) : headerLength(entry.length) + entry.length
+      const payloadLength = entry instanceof OutboundEvent ? entry.payloadLength(format, seq++) : entry.length
+      length += headerLength(payloadLength) + payloadLength
     }
     const batch = Buffer.allocUnsafe(length)
     let at = 0
     seq = first
     for (const entry of entries) {
       if (entry instanceof OutboundEvent) {
-        at = entry.writeFrame(batch, at, format, seq++)
+        at = writeEventFrame(batch, at, entry, format, seq++)
       } else {
         at = writeHeader(batch, at, this.#binary, entry.length)
         at += entry.copy(batch, at)
@@ -86,4 +86,39 @@ class SendFramer implements Framer {
     }
     return seq - first
   }
+}
+
+/** Writes `event`'s whole frame with `seq` into `target` at `at`; returns the offset after it. */
+export function writeEventFrame (target: Buffer, at: number, event: OutboundEvent, format: Format, seq: number): number {
+  at = writeHeader(target, at, format === 'msgpack', event.payloadLength(format, seq))
+  return event.writePayload(target, at, format, seq)
+}
+
+// WebSocket framing (RFC 6455 section 5.2) for frames this server sends:
+// final, unmasked, text or binary.
+
+const FIN_TEXT = 0x81
+const FIN_BINARY = 0x82
+
+/** Bytes of the header in front of a payload of `payloadLength` bytes. */
+function headerLength (payloadLength: number): number {
+  return payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10
+}
+
+/** Writes a header at `at` of `target`; returns where the payload starts. */
+function writeHeader (target: Buffer, at: number, binary: boolean, payloadLength: number): number {
+  target[at] = binary ? FIN_BINARY : FIN_TEXT
+  if (payloadLength < 126) {
+    target[at + 1] = payloadLength
+    return at + 2
+  }
+  if (payloadLength < 0x10000) {
+    target[at + 1] = 126
+    target.writeUInt16BE(payloadLength, at + 2)
+    return at + 4
+  }
+  target[at + 1] = 127
+  target.writeUInt32BE(Math.floor(payloadLength / 0x100000000), at + 2)
+  target.writeUInt32BE(payloadLength >>> 0, at + 6)
+  return at + 10
 }
