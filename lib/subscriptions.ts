@@ -22,6 +22,9 @@ export class Subscriptions<S> {
   /** Per pattern, its latest bind or unbind: the next one waits for it. */
   readonly #latest = new Map<string, Promise<void>>()
   #count = 0
+  /** The visitor of the match under way, so that one bound callback serves every match. */
+  #visit: ((subscriber: S) => void) | undefined
+  readonly #visitHolding = (holding: Holding<S>): void => { this.#visit!(holding.subscriber) }
 
   constructor (bus: Bus, log: FastifyBaseLogger) {
     this.#bus = bus
@@ -95,7 +98,13 @@ export class Subscriptions<S> {
 
   /** Calls `visit` once for every subscriber holding a pattern that matches the concrete `topic`. */
   match (topic: string, visit: (subscriber: S) => void): void {
-    this.#index.match(topic, (holding) => { visit(holding.subscriber) })
+    const outer = this.#visit
+    this.#visit = visit
+    try {
+      this.#index.match(topic, this.#visitHolding)
+    } finally {
+      this.#visit = outer
+    }
   }
 
   /** Settles once the pattern's latest bind or unbind did. */
