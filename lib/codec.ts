@@ -1,12 +1,11 @@
 import { Packr, Unpackr } from 'msgpackr'
 import { subprotocols, type Format } from './client/protocol.js'
-import { frame as wsFrame, headerLength, writeHeader } from './ws-frame.js'
 import type { BusMessage } from './bus/types.js'
 
 // The two wire formats of docs/protocol.md section 2. An event's body (topic, id,
 // data) is encoded once per format, the first time a connection of that
-// format takes it; each connection then only writes the WebSocket
-// header and the small envelope in front of it (`op` and its own `seq`).
+// format takes it; each connection then only writes the small envelope in
+// front of it (`op` and its own `seq`). WebSocket framing is lib/framers.ts's.
 
 export type { Format }
 
@@ -61,17 +60,13 @@ export class OutboundEvent {
     return this.#msgpackBody !== null
   }
 
-  /** Bytes of this event's whole WebSocket frame with `seq`. */
-  frameLength (format: Format, seq: number): number {
-    const payloadLength = this.#envelopeLength(format, seq) + this.#body(format).length
-    return headerLength(payloadLength) + payloadLength
+  /** Bytes of this event's message with `seq` (the WebSocket header is the framer's). */
+  payloadLength (format: Format, seq: number): number {
+    return this.#envelopeLength(format, seq) + this.#body(format).length
   }
 
-  /** Writes the whole frame with `seq` into `target` at `at`; returns the offset after it. */
-  writeFrame (target: Buffer, at: number, format: Format, seq: number): number {
-    const body = this.#body(format)
-    const envelopeLength = this.#envelopeLength(format, seq)
-    at = writeHeader(target, at, format === 'msgpack', envelopeLength + body.length)
+  /** Writes the message with `seq` into `target` at `at`; returns the offset after it. */
+  writePayload (target: Buffer, at: number, format: Format, seq: number): number {
     if (format === 'json') {
       at += JSON_HEAD.copy(target, at)
       at = writeDecimal(target, at, seq)
@@ -79,14 +74,14 @@ export class OutboundEvent {
       at += MSGPACK_HEAD.copy(target, at)
       at = writeMsgpackUint(target, at, seq)
     }
-    return at + body.copy(target, at)
+    return at + this.#body(format).copy(target, at)
   }
 
-  /** The whole frame with `seq`, on its own. */
-  frame (format: Format, seq: number): Buffer {
-    const frame = Buffer.allocUnsafe(this.frameLength(format, seq))
-    this.writeFrame(frame, 0, format, seq)
-    return frame
+  /** The message with `seq` on its own. */
+  payload (format: Format, seq: number): Buffer {
+    const payload = Buffer.allocUnsafe(this.payloadLength(format, seq))
+    this.writePayload(payload, 0, format, seq)
+    return payload
   }
 
   #envelopeLength (format: Format, seq: number): number {
@@ -175,11 +170,9 @@ function writeMsgpackUint (target: Buffer, at: number, value: number): number {
   return at + 9
 }
 
-/** A control message (hello, ok, error, expiring) as a whole WebSocket frame. */
-export function controlFrame (format: Format, message: Record<string, unknown>): Buffer {
-  return format === 'json'
-    ? wsFrame(Buffer.from(JSON.stringify(message)), false)
-    : wsFrame(packr.pack(message), true)
+/** A control message (hello, ok, error, expiring), encoded; the framer adds the WebSocket header. */
+export function controlMessage (format: Format, message: Record<string, unknown>): Buffer {
+  return format === 'json' ? Buffer.from(JSON.stringify(message)) : packr.pack(message)
 }
 
 /** Decodes one inbound frame; throws on anything that is not a well-formed frame of the connection's format. */

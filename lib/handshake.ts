@@ -5,6 +5,7 @@ import {
 } from './errors.js'
 import { BEARER_PREFIX, subprotocols } from './client/protocol.js'
 import { formatsBySubprotocol, type Format } from './codec.js'
+import { KeyedLimiter } from './limiter.js'
 import { keepQueryTokensOutOfUrls, queryTokenOf } from './query-token.js'
 import type { VerifyToken } from './tokens.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
@@ -45,7 +46,8 @@ export function takeAdmission (request: FastifyRequest): Admission | undefined {
 }
 
 export function createHandshakeHook (fastify: FastifyInstance, { options, connectionCount, verify }: HandshakeDeps) {
-  const limiter = options.handshakesPerMinute > 0 ? new FixedWindowLimiter(options.handshakesPerMinute, 60_000) : undefined
+  // A burst of a minute's worth, refilled evenly over the minute.
+  const limiter = options.handshakesPerMinute > 0 ? new KeyedLimiter(options.handshakesPerMinute / 60, options.handshakesPerMinute) : undefined
 
   // Done whether or not the query token is allowed: a refused one is a credential too.
   keepQueryTokensOutOfUrls(fastify, `${fastify.prefix}${options.path}`)
@@ -125,28 +127,4 @@ function headerToken (request: FastifyRequest): string | undefined {
   if (header === undefined) return undefined
   const match = /^Bearer +(\S+)\s*$/i.exec(header)
   return match?.[1]
-}
-
-/** Counts attempts per key in fixed windows; the map is emptied at each window, so idle keys cost nothing. */
-class FixedWindowLimiter {
-  #counts = new Map<string, number>()
-  #windowEndsAt = 0
-  readonly #limit: number
-  readonly #windowMs: number
-
-  constructor (limit: number, windowMs: number) {
-    this.#limit = limit
-    this.#windowMs = windowMs
-  }
-
-  take (key: string): boolean {
-    const now = Date.now()
-    if (now >= this.#windowEndsAt) {
-      this.#counts.clear()
-      this.#windowEndsAt = now + this.#windowMs
-    }
-    const count = (this.#counts.get(key) ?? 0) + 1
-    this.#counts.set(key, count)
-    return count <= this.#limit
-  }
 }

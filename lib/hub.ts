@@ -1,12 +1,13 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
-import { BindingQueue } from './bindings.js'
 import { CloseCode } from './client/close-codes.js'
 import { OutboundEvent, type Format } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
 import { Deadlines } from './deadlines.js'
+import { FlushQueue } from './flush-queue.js'
 import { SummarizedLog } from './log-summary.js'
-import { TopicIndex } from './client/topic-index.js'
+import { Subscriptions } from './subscriptions.js'
+import type { StreamHost } from './outbound.js'
 import { CONTROL_PREFIX } from './topics.js'
 import { isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
 import type { Admission } from './handshake.js'
@@ -53,14 +54,14 @@ export class Hub implements ConnectionHost {
   readonly #connections = new Set<Connection>()
   /** The same connections by user: a revocation (which anyone able to publish on the exchange can send) costs that user's connections, not all. */
   readonly #connectionsBySub = new Map<string, Set<Connection>>()
-  readonly #index = new TopicIndex<Connection>()
-  readonly #bindings: BindingQueue
+  readonly subscriptions: Subscriptions<Connection>
+  readonly #flushes = new FlushQueue()
+  readonly streams: StreamHost
   readonly #heartbeat: NodeJS.Timeout
   readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
-  #scheduled: Connection[] = []
-  #closing = false
-  #closed: Promise<void> | undefined
-  #allClosed: (() => void) | undefined
+  #shuttingDown = false
+  #shutdown: Promise<void> | undefined
+  #lastConnectionEnded: (() => void) | undefined
   #counters = { eventsPublished: 0, eventsIn: 0, eventsOut: 0, slowConsumerCloses: 0, eventsDropped: 0 }
   readonly #encodeFailures: SummarizedLog
   readonly #badControlMessages: SummarizedLog
@@ -73,7 +74,12 @@ export class Hub implements ConnectionHost {
     this.#bus = bus
     this.#verify = verify
     this.#revocations = revocations
-    this.#bindings = new BindingQueue(bus)
+    this.subscriptions = new Subscriptions(bus, log)
+    this.streams = {
+      flushes: this.#flushes,
+      sent: (count) => { this.#counters.eventsOut += count },
+      slowConsumer: () => { this.#counters.slowConsumerCloses++ }
+    }
     this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
     this.#badControlMessages = new SummarizedLog(log, 'warn', 'event socket: dropped an invalid control message')
     this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
@@ -92,12 +98,12 @@ export class Hub implements ConnectionHost {
   }
 
   /** Shutdown has begun: sockets are closing with 1001 and no new event can reach them. */
-  get closing (): boolean {
-    return this.#closing
+  get shuttingDown (): boolean {
+    return this.#shuttingDown
   }
 
   accept (socket: WebSocket, request: FastifyRequest, { user, format }: Admission): void {
-    if (this.#closing) {
+    if (this.#shuttingDown) {
       socket.close(CloseCode.GoingAway, 'server shutting down')
       return
     }
@@ -123,7 +129,7 @@ export class Hub implements ConnectionHost {
     }
     this.#counters.eventsIn++
     const event = new OutboundEvent(message, this.#encodeFailed)
-    this.#index.match(message.topic, (connection) => {
+    this.subscriptions.match(message.topic, (connection) => {
       if (event.encodes(connection.format)) connection.push(event)
     })
   }
@@ -137,81 +143,25 @@ export class Hub implements ConnectionHost {
     this.#counters.eventsPublished++
   }
 
-  async subscribe (connection: Connection, pattern: string): Promise<void> {
-    const first = this.#index.add(pattern, connection)
-    await (first ? this.#bindings.bind(pattern) : this.#bindings.settled(pattern))
-  }
-
-  unsubscribe (connection: Connection, pattern: string): void {
-    if (!this.#index.remove(pattern, connection)) return
-    this.#bindings.unbind(pattern).catch((err: unknown) => {
-      this.log.warn({ err, pattern }, 'event socket could not unbind a pattern')
-    })
-  }
-
   verify (token: string, request: FastifyRequest): Promise<EventSocketUser> {
     return this.#verify(token, request)
   }
 
-  schedule (connection: Connection): void {
-    if (connection.scheduled) return
-    connection.scheduled = true
-    // setImmediate, not nextTick: events published across awaits in the same
-    // turn (a route handler's publishes) still leave in one write per socket.
-    if (this.#scheduled.push(connection) === 1) setImmediate(this.#flushAll)
-  }
-
-  readonly #flushAll = (): void => {
-    const scheduled = this.#scheduled
-    this.#scheduled = []
-    for (const connection of scheduled) {
-      connection.scheduled = false
-      // One socket's failure must not leave the others' frames unwritten.
-      try {
-        connection.flush()
-      } catch (err) {
-        this.#flushFailed(connection, err)
-      }
-    }
-  }
-
-  #flushFailed (connection: Connection, err: unknown): void {
-    this.log.error({ err, session: connection.session, user: connection.user.sub }, 'event socket: writing to a socket failed; closing it with 1011')
-    try {
-      connection.close(CloseCode.InternalError, 'internal error')
-    } catch {
-      connection.socket.terminate()
-    }
-  }
-
-  sent (count: number): void {
-    this.#counters.eventsOut += count
-  }
-
-  slowConsumerClosed (): void {
-    this.#counters.slowConsumerCloses++
-  }
-
-  closed (connection: Connection): void {
-    for (const pattern of connection.subscriptions) this.unsubscribe(connection, pattern)
-    connection.subscriptions.clear()
+  ended (connection: Connection): void {
+    this.subscriptions.removeAll(connection)
     this.#connections.delete(connection)
     const ofSub = this.#connectionsBySub.get(connection.user.sub)
     if (ofSub?.delete(connection) === true && ofSub.size === 0) this.#connectionsBySub.delete(connection.user.sub)
-    if (this.#connections.size === 0) this.#allClosed?.()
+    if (this.#connections.size === 0) this.#lastConnectionEnded?.()
   }
 
   stats (): EventSocketStats {
-    let subscriptions = 0
     let pending = 0
-    for (const connection of this.#connections) {
-      subscriptions += connection.subscriptions.size
-      pending += connection.pendingCount
-    }
+    for (const connection of this.#connections) pending += connection.pendingCount
     return {
       connections: this.#connections.size,
-      subscriptions,
-      patterns: this.#index.patternCount,
+      subscriptions: this.subscriptions.count,
+      patterns: this.subscriptions.patternCount,
       ...this.#counters,
       pending,
       broker: this.#bus.health()
@@ -261,21 +211,21 @@ export class Hub implements ConnectionHost {
   }
 
   /** Closes every connection with 1001 and resolves once all are gone. */
-  close (): Promise<void> {
+  shutdown (): Promise<void> {
     // preClose and onClose both call this; the second call waits for the first.
-    this.#closed ??= this.#closeAll()
-    return this.#closed
+    this.#shutdown ??= this.#shutDown()
+    return this.#shutdown
   }
 
-  async #closeAll (): Promise<void> {
-    this.#closing = true
+  async #shutDown (): Promise<void> {
+    this.#shuttingDown = true
     clearInterval(this.#heartbeat)
     this.deadlines.close()
     if (this.#connections.size > 0) {
-      const allClosed = new Promise<void>((resolve) => { this.#allClosed = resolve })
+      const allEnded = new Promise<void>((resolve) => { this.#lastConnectionEnded = resolve })
       for (const connection of this.#connections) connection.close(CloseCode.GoingAway, 'server shutting down')
-      await allClosed
+      await allEnded
     }
-    this.#flushAll()
+    this.#flushes.flushAll()
   }
 }

@@ -48,7 +48,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 
   if (fastify.hasDecorator('websocketServer')) {
     // The app registered @fastify/websocket itself; its own preClose runs first.
-    fastify.addHook('preClose', async () => { await hub.close() })
+    fastify.addHook('preClose', async () => { await hub.shutdown() })
   } else {
     await fastify.register(fastifyWebsocket, {
       options: {
@@ -60,7 +60,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
           : false
       },
       preClose (done) {
-        hub.close().then(() => done(), done)
+        hub.shutdown().then(() => done(), done)
       }
     })
   }
@@ -86,7 +86,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     const message = toBusMessage(topic, data, publishOptions, options)
     // Once shutdown has begun an event could resolve here yet reach none of
     // this instance's sockets (they are closing): refuse it, so the caller can retry elsewhere.
-    if (hub.closing) throw new ClosedError()
+    if (hub.shuttingDown) throw new ClosedError()
     await bus.publish(message)
     hub.published()
     return { id: message.id }
@@ -99,7 +99,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   } satisfies EventSocketApi)
 
   fastify.addHook('onClose', async () => {
-    await hub.close()
+    await hub.shutdown()
     await bus.close()
   })
 }

@@ -4,6 +4,7 @@
 // fan-out table's ws-naive / ws-coalesced / evsock rows.
 import { randomUUID } from 'node:crypto'
 import { OutboundEvent } from '../../lib/codec.js'
+import { writeEventFrame } from '../../lib/framers.js'
 import { TopicIndex } from '../../lib/client/topic-index.js'
 import { eventData } from '../lib/payload.js'
 import type { Cell, Context, ScenarioResult } from '../lib/results.js'
@@ -39,7 +40,7 @@ function encodingRows (size: number, ms: number): Cell[][] {
   const once = nsPer(() => {
     const event = new OutboundEvent({ id: randomUUID(), topic, time: 0, payload })
     let at = 0
-    for (let seq = 1; seq <= SOCKETS; seq++) at = event.writeFrame(batch, at, 'json', seq)
+    for (let seq = 1; seq <= SOCKETS; seq++) at = writeEventFrame(batch, at, event, 'json', seq)
   }, ms) / SOCKETS
   return [
     [`encode, ${size} B`, 'JSON.stringify per socket', perSocket.toFixed(0), 'body once per event, envelope per socket', once.toFixed(0), (perSocket / once).toFixed(1)]

@@ -1,0 +1,34 @@
+// Streams with frames to write, flushed together once this turn of the event
+// loop is over. setImmediate, not nextTick: events published across awaits in
+// the same turn (a route handler's publishes) still leave in one write per socket.
+
+export interface Flushable {
+  flush (): void
+  /** Its flush threw; the others are flushed all the same. */
+  flushFailed (err: unknown): void
+}
+
+export class FlushQueue {
+  #due: Flushable[] = []
+
+  /**
+   * Called when a stream's outbox opens; a stream flushed early (at close)
+   * may come twice, and its second flush finds nothing to write.
+   */
+  schedule (stream: Flushable): void {
+    if (this.#due.push(stream) === 1) setImmediate(this.flushAll)
+  }
+
+  readonly flushAll = (): void => {
+    const due = this.#due
+    this.#due = []
+    for (const stream of due) {
+      // One socket's failure must not leave the others' frames unwritten.
+      try {
+        stream.flush()
+      } catch (err) {
+        stream.flushFailed(err)
+      }
+    }
+  }
+}

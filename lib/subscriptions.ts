@@ -1,0 +1,125 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { TopicIndex } from './client/topic-index.js'
+import type { Bus } from './bus/types.js'
+
+// The one owner of subscription state: which subscriber (connection) holds
+// which canonical pattern, the index that matches topics to them, how many
+// hold each pattern, and the bind and unbind calls to the bus that follow.
+// The bus only remembers what it must to bind again after a reconnect.
+
+/** A subscriber's entry in the index, with the patterns it holds. */
+interface Holding<S> {
+  readonly subscriber: S
+  readonly patterns: Set<string>
+}
+
+export class Subscriptions<S> {
+  readonly #bus: Bus
+  readonly #log: FastifyBaseLogger
+  readonly #index = new TopicIndex<Holding<S>>()
+  readonly #holdings = new Map<S, Holding<S>>()
+  /** Per pattern, its latest bind or unbind: the next one waits for it. */
+  readonly #latest = new Map<string, Promise<void>>()
+  #count = 0
+  /** The visitor of the match under way, so that one bound callback serves every match. */
+  #visit: ((subscriber: S) => void) | undefined
+  readonly #visitHolding = (holding: Holding<S>): void => { this.#visit!(holding.subscriber) }
+
+  constructor (bus: Bus, log: FastifyBaseLogger) {
+    this.#bus = bus
+    this.#log = log
+  }
+
+  /** Subscriptions held, summed over subscribers. */
+  get count (): number {
+    return this.#count
+  }
+
+  /** Distinct patterns held, each bound to the bus once. */
+  get patternCount (): number {
+    return this.#index.patternCount
+  }
+
+  has (subscriber: S, pattern: string): boolean {
+    return this.#holdings.get(subscriber)?.patterns.has(pattern) === true
+  }
+
+  countOf (subscriber: S): number {
+    return this.#holdings.get(subscriber)?.patterns.size ?? 0
+  }
+
+  /** A copy: the caller may remove while it walks them. */
+  patternsOf (subscriber: S): string[] {
+    return [...this.#holdings.get(subscriber)?.patterns ?? []]
+  }
+
+  /**
+   * Holds `pattern` for `subscriber` at once, and resolves once events of it
+   * are routed here: the pattern's first holder binds it, later ones wait for
+   * that bind. When it rejects, the subscription is not held.
+   */
+  async add (subscriber: S, pattern: string): Promise<void> {
+    let holding = this.#holdings.get(subscriber)
+    if (holding === undefined) {
+      holding = { subscriber, patterns: new Set() }
+      this.#holdings.set(subscriber, holding)
+    }
+    if (holding.patterns.has(pattern)) return
+    holding.patterns.add(pattern)
+    this.#count++
+    const first = this.#index.add(pattern, holding)
+    try {
+      await (first ? this.#enqueue(pattern, () => this.#bus.bind(pattern)) : this.#settled(pattern))
+    } catch (err) {
+      this.remove(subscriber, pattern)
+      throw err
+    }
+  }
+
+  /** Returns whether `subscriber` held `pattern`; its last holder unbinds it. */
+  remove (subscriber: S, pattern: string): boolean {
+    const holding = this.#holdings.get(subscriber)
+    if (holding?.patterns.delete(pattern) !== true) return false
+    this.#count--
+    if (holding.patterns.size === 0) this.#holdings.delete(subscriber)
+    if (this.#index.remove(pattern, holding)) {
+      this.#enqueue(pattern, () => this.#bus.unbind(pattern)).catch((err: unknown) => {
+        this.#log.warn({ err, pattern }, 'event socket could not unbind a pattern')
+      })
+    }
+    return true
+  }
+
+  /** Everything `subscriber` holds, as when its socket closes. */
+  removeAll (subscriber: S): void {
+    for (const pattern of this.patternsOf(subscriber)) this.remove(subscriber, pattern)
+  }
+
+  /** Calls `visit` once for every subscriber holding a pattern that matches the concrete `topic`. */
+  match (topic: string, visit: (subscriber: S) => void): void {
+    const outer = this.#visit
+    this.#visit = visit
+    try {
+      this.#index.match(topic, this.#visitHolding)
+    } finally {
+      this.#visit = outer
+    }
+  }
+
+  /** Settles once the pattern's latest bind or unbind did. */
+  #settled (pattern: string): Promise<void> {
+    return this.#latest.get(pattern) ?? Promise.resolve()
+  }
+
+  // One pattern's calls run in order, so that a quick unsubscribe-then-subscribe
+  // can never leave it unbound, and a second holder waits for the first's bind.
+  #enqueue (pattern: string, operation: () => Promise<void>): Promise<void> {
+    const next = this.#settled(pattern).catch(() => {}).then(operation)
+    this.#latest.set(pattern, next)
+    const forget = (): void => {
+      if (this.#latest.get(pattern) === next) this.#latest.delete(pattern)
+    }
+    next.then(forget, forget)
+    return next
+  }
+}
