@@ -92,6 +92,8 @@ export class SubscriptionRegistry {
   #remove (entry: PatternEntry, registration: Registration): Promise<void> {
     if (!entry.registrations.delete(registration) || entry.registrations.size > 0) return Promise.resolve()
     this.#entries.delete(entry.pattern)
+    // A re-send pending after UNAVAILABLE would do nothing now, yet hold a Node process open until it fires.
+    clearTimeout(entry.retry)
     entry.ready.reject(new EventSocketClientError('EVSOCK_CLOSED', 'Unsubscribed before the server confirmed the subscription', { pattern: entry.pattern }))
     const link = this.#link()
     if (link?.ready !== true) return Promise.resolve()
