@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, privateVhost, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, privateVhost, rabbitmqctl, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { delay, openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
 
 // Several app instances sharing one RabbitMQ, seen from the sockets.
@@ -101,12 +102,12 @@ if (await requireBroker(t)) {
     t.same([...codes].filter((code) => code !== 'FST_EVSOCK_BROKER_UNAVAILABLE'), [], 'every rejection is FST_EVSOCK_BROKER_UNAVAILABLE')
 
     const received = (): Set<string> => new Set(client.events().map((event) => event.id as string))
-    await waitFor(() => resolved.every((id) => received().has(id)), 'every resolved event at the socket', 15_000).catch(() => {})
+    await waitFor(() => resolved.every((id) => received().has(id)), { what: 'every resolved event at the socket', timeoutMs: 15_000 }).catch(() => {})
     t.same(resolved.filter((id) => !received().has(id)), [], `no resolved event lost (${resolved.length} resolved of ${results.length})`)
     t.equal(client.events().length, received().size, 'no event delivered twice')
 
     const { id } = await publishing.app.publish('fault.after', { after: true })
-    await waitFor(() => received().has(id), 'an event published after recovery')
+    await waitFor(() => received().has(id), { what: 'an event published after recovery' })
     t.pass('the subscription made before the drop still delivers')
   })
 }

@@ -2,6 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { Packr, Unpackr } from 'msgpackr'
 import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
+import { watchProcess } from './helpers/process.js'
 
 // Property-based fuzzing of inbound frames (issue 6). Every random frame goes
 // to a fuzzing socket followed by a probe request; the answers between two
@@ -252,18 +253,6 @@ async function wellBehaved (t: Parameters<typeof openClient>[0], server: TestSer
   t.equal((await good.subscribe('feed.*')).op, 'ok')
   good.ackEach()
   return good
-}
-
-function watchProcess (t: Parameters<typeof openClient>[0]): unknown[] {
-  const failures: unknown[] = []
-  const onFailure = (err: unknown): void => { failures.push(err) }
-  process.on('uncaughtException', onFailure)
-  process.on('unhandledRejection', onFailure)
-  t.teardown(() => {
-    process.off('uncaughtException', onFailure)
-    process.off('unhandledRejection', onFailure)
-  })
-  return failures
 }
 
 for (const format of ['json', 'msgpack'] as const) {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import WebSocket from 'ws'
-import { waitFor } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { watchProcess } from './helpers/process.js'
 import { delay, openClient, startServer, type Message } from './helpers/server.js'
 
@@ -270,7 +270,7 @@ t.test('a socket whose flush throws is closed with 1011 and the others keep rece
   await server.app.publish('f.one', 1)
   let closeCode: number | undefined
   broken.closed.then(({ code }) => { closeCode = code }, () => {})
-  await waitFor(() => closeCode !== undefined, 'the failing socket to close', 5000)
+  await waitFor(() => closeCode !== undefined, { what: 'the failing socket to close', timeoutMs: 5000 })
   t.equal(closeCode, 1011, 'the failing socket is closed with internal error')
   for (const client of others) t.equal((await client.next((m) => m.op === 'event')).data, 1, `${client.format} socket got the event`)
   await server.app.publish('f.two', 2)

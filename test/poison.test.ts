@@ -3,7 +3,8 @@ import { createAmqpBus } from '../lib/bus/amqp.js'
 import type { BusMessage, Deliver } from '../lib/bus/types.js'
 import { OutboundEvent } from '../lib/codec.js'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, busMessage, recordingLogger, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, busMessage, recordingLogger, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { publishForeign, type Foreign } from './helpers/foreign.js'
 import { watchProcess } from './helpers/process.js'
 import { openClient, startServer } from './helpers/server.js'
@@ -98,7 +99,7 @@ if (await requireBroker(t)) {
     ])
     const sentinel = busMessage('feed.sentinel')
     await bus.publish(sentinel)
-    await waitFor(() => received.some((message) => message.id === sentinel.id), 'the sentinel')
+    await waitFor(() => received.some((message) => message.id === sentinel.id), { what: 'the sentinel' })
 
     t.same(received.map((message) => [message.topic, message.id]), [['$evsock.revoke', 'revoke-1'], ['feed.sentinel', sentinel.id]],
       'the control message (not a topic, yet delivered) and the sentinel, nothing else')
