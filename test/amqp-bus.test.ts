@@ -127,10 +127,11 @@ if (await requireBroker(t)) {
   })
 
   t.test('close while connecting rejects start and the buffered publishes', async (t) => {
-    const bus = createAmqpBus(unreachableOptions(), recordingLogger().log)
+    const { log, entries } = recordingLogger()
+    const bus = createAmqpBus(unreachableOptions(), log)
     const started = bus.start(() => {})
     const buffered = bus.publish(busMessage('a'))
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await waitFor(() => entries.some((entry) => entry.msg.includes('attempt failed')), { what: 'a first connection attempt to fail' })
     await bus.close()
     await t.rejects(buffered, { code: 'FST_EVSOCK_CLOSED' })
     await t.rejects(started, { code: 'FST_EVSOCK_CLOSED' })

@@ -51,10 +51,14 @@ if (await requireBroker(t)) {
 
     // Every instance publishes at the same time; each its own events in order.
     const published = await Promise.all(servers.map(async (server, from) => {
-      const events: Array<{ id: string, topic: string }> = []
+      const events: Array<{ id: string, topic: string, sentinel?: true }> = []
       for (let n = 0; n < 40; n++) {
         const topic = topics[n % topics.length] as string
         events.push({ id: (await server.app.publish(topic, { from, n })).id, topic })
+      }
+      // Last, sentinels: orders.created reaches sockets 0 and 1, users.1 sockets 1 and 2.
+      for (const [k, topic] of ['orders.created', 'users.1'].entries()) {
+        events.push({ id: (await server.app.publish(topic, { from, n: 40 + k })).id, topic, sentinel: true })
       }
       return events
     }))
@@ -63,8 +67,9 @@ if (await requireBroker(t)) {
     for (const [i, client] of clients.entries()) {
       const want = wants[i] as (topic: string) => boolean
       const expected = all.filter((event) => want(event.topic))
-      await client.next(() => client.events().length >= expected.length, { timeout: 10_000 })
-      await delay(200) // room for a duplicate or a stray to show up
+      // Each publisher's order holds (asserted below), so once its sentinels are in, so is any duplicate or stray it sent before.
+      const sentinels = new Set(expected.filter((event) => event.sentinel === true).map((event) => event.id))
+      await client.next(() => client.events().filter((event) => sentinels.has(event.id)).length === sentinels.size, { timeout: 10_000 })
       const events = client.events()
       t.equal(events.length, expected.length, `socket ${i}: as many events as match`)
       t.same(new Set(events.map((event) => event.id)), new Set(expected.map((event) => event.id)), `socket ${i}: exactly the matching ones`)

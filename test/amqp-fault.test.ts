@@ -5,6 +5,7 @@ import { waitFor } from './helpers/wait.js'
 // The broker drops every connection in the middle of a stream of publishes.
 // Each test runs in a vhost of its own, so the drop hits nobody else's tests.
 
+/** Pacing between two bursts, so that the drop lands among publishes in flight. */
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function dropAllConnections (vhost: string): Promise<void> {
@@ -102,8 +103,11 @@ if (await requireBroker(t)) {
     await dropAllConnections(url)
     await waitFor(() => publisher.bus.health().state === 'down', { what: 'the publisher to notice the drop' })
     const sent = Array.from({ length: 20 }, (_, n) => busMessage(`outage.${n}`))
+    const refusals = (): number => publisher.entries.filter((entry) => entry.msg.includes('attempt failed')).length
+    const refusedBefore = refusals()
     const publishes = sent.map((each) => publisher.bus.publish(each))
-    await sleep(300)
+    // A reconnect refused after the publishes: they stay buffered through it, neither sent nor rejected.
+    await waitFor(() => refusals() > refusedBefore, { what: 'a reconnect to be refused' })
     t.match(publisher.bus.health(), { state: 'down', buffered: 20, unconfirmed: 0 }, 'buffered while refused')
 
     await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*')
