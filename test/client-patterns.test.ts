@@ -1,7 +1,7 @@
 import t from 'tap'
 import { compilePattern } from '../lib/client/patterns.js'
 
-// AMQP topic-exchange semantics, PROTOCOL.md section 3.
+// AMQP topic-exchange semantics, docs/protocol.md section 3.
 const cases: Array<[pattern: string, topic: string, expected: boolean]> = [
   ['orders.created', 'orders.created', true],
   ['orders.created', 'orders.updated', false],

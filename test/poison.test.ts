@@ -9,7 +9,7 @@ import { publishForeign, type Foreign } from './helpers/foreign.js'
 import { watchProcess } from './helpers/process.js'
 import { openClient, startServer } from './helpers/server.js'
 
-// Poison events (issue 9): whatever another producer puts on the exchange, and
+// Poison events: whatever another producer puts on the exchange, and
 // whatever one socket does, no event may stop the process or the other sockets.
 
 const nestedJson = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)

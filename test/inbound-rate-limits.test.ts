@@ -4,7 +4,7 @@ import { delay, openClient, startServer, type TestClient, type TestServer } from
 import { clientFrame, closeCodeOf, rawWebSocket } from './helpers/raw-socket.js'
 import { waitFor } from './helpers/wait.js'
 
-// Floods (issue 6): a client sending thousands of frames a second is closed
+// Floods: a client sending thousands of frames a second is closed
 // with 4029 by the per-connection token bucket while another client's events
 // keep their latency; subscribe/unsubscribe storms stay bounded by
 // maxSubscriptions and leave no pattern bound behind.
