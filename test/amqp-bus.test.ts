@@ -3,9 +3,10 @@ import t from 'tap'
 import { createAmqpBus } from '../lib/bus/amqp.js'
 import type { Bus } from '../lib/bus/types.js'
 import {
-  bindingsOf, brokerOptions, brokerUrl, busMessage, rabbitmqctl, recordingLogger, requireBroker, startBus, unreachableOptions, waitFor, withChannel,
+  bindingsOf, brokerOptions, brokerUrl, busMessage, rabbitmqctl, recordingLogger, requireBroker, startBus, unreachableOptions, withChannel,
   type StartedBus
 } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 
 // The amqp bus on its own, against the real RabbitMQ: two bus instances on one
 // exchange stand for two app instances.
@@ -14,7 +15,7 @@ import {
 async function settle (from: Bus, to: StartedBus, topic: string): Promise<void> {
   const sentinel = busMessage(topic)
   await from.publish(sentinel)
-  await waitFor(() => to.received.some((each) => each.id === sentinel.id), `sentinel ${topic}`)
+  await waitFor(() => to.received.some((each) => each.id === sentinel.id), { what: `sentinel ${topic}` })
 }
 
 if (await requireBroker(t)) {
@@ -25,7 +26,7 @@ if (await requireBroker(t)) {
     await subscriber.bus.bind('orders.*')
     const sent = Array.from({ length: 50 }, (_, i) => busMessage('orders.created', { n: i, text: 'zaž 🚀' }))
     await Promise.all(sent.map((each) => publisher.bus.publish(each)))
-    await waitFor(() => subscriber.received.length === sent.length, '50 deliveries')
+    await waitFor(() => subscriber.received.length === sent.length, { what: '50 deliveries' })
     t.same(subscriber.received.map((each) => each.id), sent.map((each) => each.id), 'every message, in publish order')
     const [first] = subscriber.received
     t.equal(first?.topic, 'orders.created')
@@ -149,10 +150,11 @@ if (await requireBroker(t)) {
   })
 
   t.test('close while connecting rejects start and the buffered publishes', async (t) => {
-    const bus = createAmqpBus(unreachableOptions(), recordingLogger().log)
+    const { log, entries } = recordingLogger()
+    const bus = createAmqpBus(unreachableOptions(), log)
     const started = bus.start(() => {})
     const buffered = bus.publish(busMessage('a'))
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await waitFor(() => entries.some((entry) => entry.msg.includes('attempt failed')), { what: 'a first connection attempt to fail' })
     await bus.close()
     await t.rejects(buffered, { code: 'FST_EVSOCK_CLOSED' })
     await t.rejects(started, { code: 'FST_EVSOCK_CLOSED' })

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, privateVhost, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, privateVhost, rabbitmqctl, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { delay, openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
 
 // Several app instances sharing one RabbitMQ, seen from the sockets.
@@ -50,10 +51,14 @@ if (await requireBroker(t)) {
 
     // Every instance publishes at the same time; each its own events in order.
     const published = await Promise.all(servers.map(async (server, from) => {
-      const events: Array<{ id: string, topic: string }> = []
+      const events: Array<{ id: string, topic: string, sentinel?: true }> = []
       for (let n = 0; n < 40; n++) {
         const topic = topics[n % topics.length] as string
         events.push({ id: (await server.app.publish(topic, { from, n })).id, topic })
+      }
+      // Last, sentinels: orders.created reaches sockets 0 and 1, users.1 sockets 1 and 2.
+      for (const [k, topic] of ['orders.created', 'users.1'].entries()) {
+        events.push({ id: (await server.app.publish(topic, { from, n: 40 + k })).id, topic, sentinel: true })
       }
       return events
     }))
@@ -62,8 +67,9 @@ if (await requireBroker(t)) {
     for (const [i, client] of clients.entries()) {
       const want = wants[i] as (topic: string) => boolean
       const expected = all.filter((event) => want(event.topic))
-      await client.next(() => client.events().length >= expected.length, { timeout: 10_000 })
-      await delay(200) // room for a duplicate or a stray to show up
+      // Each publisher's order holds (asserted below), so once its sentinels are in, so is any duplicate or stray it sent before.
+      const sentinels = new Set(expected.filter((event) => event.sentinel === true).map((event) => event.id))
+      await client.next(() => client.events().filter((event) => sentinels.has(event.id)).length === sentinels.size, { timeout: 10_000 })
       const events = client.events()
       t.equal(events.length, expected.length, `socket ${i}: as many events as match`)
       t.same(new Set(events.map((event) => event.id)), new Set(expected.map((event) => event.id)), `socket ${i}: exactly the matching ones`)
@@ -101,12 +107,12 @@ if (await requireBroker(t)) {
     t.same([...codes].filter((code) => code !== 'FST_EVSOCK_BROKER_UNAVAILABLE'), [], 'every rejection is FST_EVSOCK_BROKER_UNAVAILABLE')
 
     const received = (): Set<string> => new Set(client.events().map((event) => event.id as string))
-    await waitFor(() => resolved.every((id) => received().has(id)), 'every resolved event at the socket', 15_000).catch(() => {})
+    await waitFor(() => resolved.every((id) => received().has(id)), { what: 'every resolved event at the socket', timeoutMs: 15_000 }).catch(() => {})
     t.same(resolved.filter((id) => !received().has(id)), [], `no resolved event lost (${resolved.length} resolved of ${results.length})`)
     t.equal(client.events().length, received().size, 'no event delivered twice')
 
     const { id } = await publishing.app.publish('fault.after', { after: true })
-    await waitFor(() => received().has(id), 'an event published after recovery')
+    await waitFor(() => received().has(id), { what: 'an event published after recovery' })
     t.pass('the subscription made before the drop still delivers')
   })
 }

@@ -1,9 +1,11 @@
 import t from 'tap'
-import { brokerOptions, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus, waitFor } from './helpers/broker.js'
+import { brokerOptions, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 
 // The broker drops every connection in the middle of a stream of publishes.
 // Each test runs in a vhost of its own, so the drop hits nobody else's tests.
 
+/** Pacing between two bursts, so that the drop lands among publishes in flight. */
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function dropAllConnections (vhost: string): Promise<void> {
@@ -43,7 +45,7 @@ if (await requireBroker(t)) {
     t.ok(resolved.length > outcomes.length / 2, `most publishes resolved (${resolved.length} resolved, ${rejected.length} rejected)`)
 
     const delivered = (): Set<string> => new Set(subscriber.received.map((each) => each.id))
-    await waitFor(() => resolved.every((each) => delivered().has(each.id)), 'every resolved publish delivered', 15_000)
+    await waitFor(() => resolved.every((each) => delivered().has(each.id)), { what: 'every resolved publish delivered', timeoutMs: 15_000 })
       .catch(() => {})
     const lost = resolved.filter((each) => !delivered().has(each.id))
     t.same(lost, [], 'no publish resolved and lost')
@@ -57,7 +59,7 @@ if (await requireBroker(t)) {
 
     const after = busMessage('fault.after.recovery')
     await publisher.bus.publish(after)
-    await waitFor(() => delivered().has(after.id), 'a delivery after recovery')
+    await waitFor(() => delivered().has(after.id), { what: 'a delivery after recovery' })
     t.pass('a binding made before the drop still delivers after it')
   })
 
@@ -71,7 +73,7 @@ if (await requireBroker(t)) {
     await subscriber.bus.bind('end')
 
     await dropAllConnections(url)
-    await waitFor(() => subscriber.bus.health().state === 'down', 'the subscriber to notice the drop')
+    await waitFor(() => subscriber.bus.health().state === 'down', { what: 'the subscriber to notice the drop' })
     const downAt = Date.now()
     await subscriber.bus.unbind('gone.*')
     t.equal(subscriber.bus.health().state, 'down', 'unbind resolved while down (recovery unbinds)')
@@ -79,12 +81,12 @@ if (await requireBroker(t)) {
     // The first reconnect comes 1500 ms (±20 % jitter) after the drop: a bind that resolves sooner was not made on the broker.
     t.ok(Date.now() - downAt >= 1000, `bind resolved only after the reconnect (${Date.now() - downAt} ms after the drop)`)
 
-    await waitFor(() => subscriber.bus.health().state === 'up' && publisher.bus.health().state === 'up', 'both up again')
+    await waitFor(() => subscriber.bus.health().state === 'up' && publisher.bus.health().state === 'up', { what: 'both up again' })
     await publisher.bus.publish(busMessage('gone.x'))
     await publisher.bus.publish(busMessage('new.x'))
     const sentinel = busMessage('end')
     await publisher.bus.publish(sentinel)
-    await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), 'the sentinel')
+    await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), { what: 'the sentinel' })
     t.same(subscriber.received.map((each) => each.topic), ['new.x', 'end'], 'the stale binding was removed, the new one made')
   })
 
@@ -99,16 +101,19 @@ if (await requireBroker(t)) {
     // Without permissions every reconnect is refused until they come back.
     await rabbitmqctl('clear_permissions', '-p', vhost, 'guest')
     await dropAllConnections(url)
-    await waitFor(() => publisher.bus.health().state === 'down', 'the publisher to notice the drop')
+    await waitFor(() => publisher.bus.health().state === 'down', { what: 'the publisher to notice the drop' })
     const sent = Array.from({ length: 20 }, (_, n) => busMessage(`outage.${n}`))
+    const refusals = (): number => publisher.entries.filter((entry) => entry.msg.includes('attempt failed')).length
+    const refusedBefore = refusals()
     const publishes = sent.map((each) => publisher.bus.publish(each))
-    await sleep(300)
+    // A reconnect refused after the publishes: they stay buffered through it, neither sent nor rejected.
+    await waitFor(() => refusals() > refusedBefore, { what: 'a reconnect to be refused' })
     t.match(publisher.bus.health(), { state: 'down', buffered: 20, unconfirmed: 0 }, 'buffered while refused')
 
     await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*')
     await Promise.all(publishes)
     t.pass('every buffered publish resolved after the reconnect')
-    await waitFor(() => subscriber.received.length === sent.length, 'the buffered events delivered')
+    await waitFor(() => subscriber.received.length === sent.length, { what: 'the buffered events delivered' })
     t.same(subscriber.received.map((each) => each.id), sent.map((each) => each.id), 'in publish order')
   })
 }

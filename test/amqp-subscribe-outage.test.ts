@@ -1,5 +1,6 @@
 import t from 'tap'
-import { brokerOptions, privateVhost, rabbitmqctl, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, privateVhost, rabbitmqctl, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { openClient, startServer, type TestServer } from './helpers/server.js'
 
 // A `sub` made while the broker is away: its `ok` must mean the binding exists
@@ -29,13 +30,13 @@ if (await requireBroker(t)) {
     t.equal((await client.subscribe('end')).op, 'ok', 'sentinel pattern subscribed while up')
 
     await rabbitmqctl('close_all_connections', '--vhost', vhost, 'evsock subscribe outage test')
-    await waitFor(() => !up(subscribing), 'the subscribing instance to notice the drop')
+    await waitFor(() => !up(subscribing), { what: 'the subscribing instance to notice the drop' })
     const answer = await client.subscribe('orders.*')
     t.equal(answer.op, 'ok', 'the sub is accepted once the broker is back')
     // Confirmed means routed: had the binding not existed yet, the broker would have dropped it.
     const { id } = await publishing.app.publish('orders.created', { right: 'after ok' })
 
-    await waitFor(() => up(subscribing), 'the subscribing instance back up')
+    await waitFor(() => up(subscribing), { what: 'the subscribing instance back up' })
     await publishing.app.publish('end', { sentinel: true })
     await client.next((message) => message.op === 'event' && message.topic === 'end', { timeout: 10_000 })
     t.same(client.events().map((event) => event.topic), ['orders.created', 'end'], 'the event published right after ok arrived, before the sentinel')
@@ -58,14 +59,14 @@ if (await requireBroker(t)) {
     }
     t.teardown(restore)
     await rabbitmqctl('close_all_connections', '--vhost', vhost, 'evsock subscribe outage test')
-    await waitFor(() => !up(subscribing), 'the subscribing instance to notice the drop')
+    await waitFor(() => !up(subscribing), { what: 'the subscribing instance to notice the drop' })
 
     const answer = await client.subscribe('orders.*')
     t.match(answer, { op: 'error', code: 'UNAVAILABLE' }, 'the sub is refused with UNAVAILABLE')
     t.equal(subscribing.app.eventSocket.stats().subscriptions, 1, 'only the sentinel subscription is held')
 
     await restore()
-    await waitFor(() => up(subscribing) && up(publishing), 'both instances back up', 15_000)
+    await waitFor(() => up(subscribing) && up(publishing), { what: 'both instances back up', timeoutMs: 15_000 })
     const consumed = subscribing.app.eventSocket.stats().eventsIn
     await publishing.app.publish('orders.created', { refused: true })
     await publishing.app.publish('end', { sentinel: true })

@@ -39,7 +39,7 @@ t.test('the bearer subprotocol wins over the Authorization header', async (t) =>
   t.equal(client.ws.protocol, 'evsock.v1.json')
 })
 
-t.test('refusals are HTTP responses with the status and code of PROTOCOL.md, never an upgrade', async (t) => {
+t.test('refusals are HTTP responses with the status and code of docs/protocol.md, never an upgrade', async (t) => {
   const server = await startServer(t, { origins: ['https://app.example'], allowQueryToken: false })
   const valid = server.sign({ sub: 'u1' })
   const cases: Array<[string, Parameters<typeof attemptHandshake>[1], number, string]> = [

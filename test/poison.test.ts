@@ -3,12 +3,13 @@ import { createAmqpBus } from '../lib/bus/amqp.js'
 import type { BusMessage, Deliver } from '../lib/bus/types.js'
 import { OutboundEvent } from '../lib/codec.js'
 import type { ResolvedBrokerOptions } from '../lib/options.js'
-import { brokerOptions, busMessage, recordingLogger, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerOptions, busMessage, recordingLogger, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { publishForeign, type Foreign } from './helpers/foreign.js'
 import { watchProcess } from './helpers/process.js'
 import { openClient, startServer } from './helpers/server.js'
 
-// Poison events (issue 9): whatever another producer puts on the exchange, and
+// Poison events: whatever another producer puts on the exchange, and
 // whatever one socket does, no event may stop the process or the other sockets.
 
 const nestedJson = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)
@@ -98,7 +99,7 @@ if (await requireBroker(t)) {
     ])
     const sentinel = busMessage('feed.sentinel')
     await bus.publish(sentinel)
-    await waitFor(() => received.some((message) => message.id === sentinel.id), 'the sentinel')
+    await waitFor(() => received.some((message) => message.id === sentinel.id), { what: 'the sentinel' })
 
     t.same(received.map((message) => [message.topic, message.id]), [['$evsock.revoke', 'revoke-1'], ['feed.sentinel', sentinel.id]],
       'the control message (not a topic, yet delivered) and the sentinel, nothing else')

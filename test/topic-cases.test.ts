@@ -5,7 +5,8 @@ import { MemoryBus } from '../lib/bus/memory.js'
 import { compilePattern } from '../lib/client/patterns.js'
 import { TopicIndex } from '../lib/client/topic-index.js'
 import { canonicalPattern, multiWordWildcards, patternProblem, topicProblem } from '../lib/topics.js'
-import { brokerUrl, busMessage, requireBroker, waitFor } from './helpers/broker.js'
+import { brokerUrl, busMessage, requireBroker } from './helpers/broker.js'
+import { waitFor } from './helpers/wait.js'
 import { canonicalCases, matchCases, MAX_WORDS_UNDER_SEVERAL_HASHES } from './fixtures/topic-cases.js'
 
 // One table (test/fixtures/topic-cases.ts), every matcher: each row is run as
@@ -97,7 +98,7 @@ t.test("RabbitMQ's topic exchange agrees with the table and with the index on ev
     channel.publish(exchange, sentinel, Buffer.from(sentinel))
   }
   await channel.waitForConfirms()
-  await waitFor(() => [...received.values()].every((got) => got.has(sentinel)), 'every queue to receive the sentinel', 30_000)
+  await waitFor(() => [...received.values()].every((got) => got.has(sentinel)), { what: 'every queue to receive the sentinel', timeoutMs: 30_000 })
 
   for (const { pattern, topic } of rows) t.ok(sentTo.get(pattern)!.includes(topic), `RabbitMQ was asked ${label(pattern, topic)}`)
   for (const { pattern, topic, expected } of rows) t.equal(received.get(pattern)!.has(topic), expected, `RabbitMQ: ${label(pattern, topic)}`)

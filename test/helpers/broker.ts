@@ -107,15 +107,6 @@ export function busMessage (topic: string, data: unknown = { topic }): BusMessag
   return { id: randomUUID(), topic, time: Date.now(), payload: Buffer.from(JSON.stringify(data)) }
 }
 
-/** Resolves once `condition` holds; rejects with `what` after `timeoutMs`. */
-export async function waitFor (condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 export async function rabbitmqctl (...args: string[]): Promise<string> {
   const { stdout } = await run('rabbitmqctl', ['-q', ...args], { timeout: 30_000 })
   return stdout

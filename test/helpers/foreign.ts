@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { connect, type Options } from 'amqplib'
 import { brokerUrl } from './broker.js'
 
-// Messages put on the exchange by a producer that is not this plugin (issue 9).
+// Messages put on the exchange by a producer that is not this plugin.
 
 export interface Foreign {
   what: string

@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 
 // A WebSocket client written by hand over a plain TCP socket, for the
-// hardening tests: it can stop reading at the TCP level, and write thousands of
+// tests of the defences: it can stop reading at the TCP level, and write thousands of
 // frames in one write without the cost of a client library in the way.
 
 /** One masked client frame (RFC 6455 section 5.2); text unless `opcode` says otherwise. */

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { connect } from 'amqplib'
 import type { ConsumeMessage } from 'amqplib'
-import { brokerOptions, brokerUrl, memoryAlarm, requireBroker, startBus, busMessage, waitFor, withChannel } from '../helpers/broker.js'
+import { brokerOptions, brokerUrl, memoryAlarm, requireBroker, startBus, busMessage, withChannel } from '../helpers/broker.js'
+import { waitFor } from '../helpers/wait.js'
 import { openClient, startServer, type Message, type TestServer } from '../helpers/server.js'
 
 // A real RabbitMQ memory alarm (the watermark set to almost nothing, then
@@ -58,7 +59,7 @@ if (await requireBroker(t)) {
     await holding.prefetch(parked.length)
     const held: ConsumeMessage[] = []
     await holding.consume(parking, (message) => { if (message !== null) held.push(message) })
-    await waitFor(() => held.length === parked.length, 'the parked messages held')
+    await waitFor(() => held.length === parked.length, { what: 'the parked messages held' })
 
     const clear = await memoryAlarm(t)
     // Publishes made during the alarm: each instance's publishing connection is then blocked (the broker blocks a connection when it publishes).
@@ -66,7 +67,7 @@ if (await requireBroker(t)) {
     const fromSubscriber = subscribing.app.publish('alarm.waited', { during: 'alarm', from: 'subscriber' })
     const late = hurried.bus.publish(busMessage('alarm.late'))
     await waitFor(() => publishing.app.eventSocket.health().broker.blocked === true && subscribing.app.eventSocket.health().broker.blocked === true,
-      'the broker to block the publishing connections', 15_000)
+      { what: 'the broker to block the publishing connections', timeoutMs: 15_000 })
     await t.rejects(late, { code: 'FST_EVSOCK_BROKER_UNAVAILABLE' }, 'a publish past its deadline rejects with the typed error')
     let settled = false
     waiting.then(() => { settled = true }, () => { settled = true })
@@ -86,6 +87,6 @@ if (await requireBroker(t)) {
     await fromSubscriber
     await client.next((message) => message.op === 'event' && message.topic === 'alarm.waited' && message.data.from === 'subscriber', { timeout: 10_000 })
     t.equal(client.events().filter((event) => event.topic === 'alarm.waited').length, 2, 'the publishes that waited resolve once the alarm clears, and are delivered')
-    await waitFor(() => publishing.app.eventSocket.health().broker.blocked === false, 'unblocked reported')
+    await waitFor(() => publishing.app.eventSocket.health().broker.blocked === false, { what: 'unblocked reported' })
   })
 }

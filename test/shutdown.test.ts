@@ -2,7 +2,7 @@ import t from 'tap'
 import { delay, openClient, startServer, TestClient } from './helpers/server.js'
 import { runScript, within } from './helpers/wait.js'
 
-// Shutdown in the middle of a publish stream (issue 6): every publish that
+// Shutdown in the middle of a publish stream: every publish that
 // resolved reaches the subscriber before its socket closes with 1001, every
 // other one rejects with FST_EVSOCK_CLOSED, and closing takes bounded time.
 

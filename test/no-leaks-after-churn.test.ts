@@ -5,7 +5,7 @@ import { churn } from './helpers/churn.js'
 import { delay, startServer, type TestServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
 
-// Leaks (issue 6): connections opened, subscribed and closed in a loop must
+// Leaks: connections opened, subscribed and closed in a loop must
 // leave heap, handles, subscriptions and bound patterns where they were, and
 // never trip a listener-leak warning.
 

@@ -5,8 +5,8 @@ import { churn } from './helpers/churn.js'
 import { delay, openClient, startServer, type Message, type TestServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
 
-// Storms and churn on the real RabbitMQ (issue 6, with issue 3's bindings):
-// hardening-flood and hardening-leaks prove the topic index stays bounded and
+// Storms and churn on the real RabbitMQ:
+// inbound-rate-limits and no-leaks-after-churn prove the topic index stays bounded and
 // empties (stats().patterns); these count what the broker itself holds. Each
 // test has an exchange of its own (brokerOptions), so the bindings listed for
 // it are exactly this test's server's.

@@ -4,7 +4,7 @@ import { delay, openClient, startServer, type TestClient, type TestServer } from
 import { clientFrame, closeCodeOf, rawWebSocket } from './helpers/raw-socket.js'
 import { waitFor } from './helpers/wait.js'
 
-// A reader that stops reading at the TCP level (issue 6). Once the kernel
+// A reader that stops reading at the TCP level. Once the kernel
 // buffers on both sides are full, every frame written stays in the server's
 // memory; the server must close such a connection (4008) instead of buffering
 // without bound, and keep serving the others.

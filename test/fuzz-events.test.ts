@@ -6,7 +6,7 @@ import { watchProcess } from './helpers/process.js'
 import { openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 import { publishForeign, type Foreign } from './helpers/foreign.js'
 
-// Property-based fuzzing of what an event carries (issue 9): the data given
+// Property-based fuzzing of what an event carries: the data given
 // to `publish`, and raw messages another producer puts on the exchange. An
 // independent oracle below says what each must become (refused with which
 // code, dropped, or delivered intact to a JSON and a MessagePack socket);

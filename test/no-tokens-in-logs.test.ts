@@ -5,9 +5,9 @@ import eventSocket, { type EventSocketOptions } from '../lib/index.js'
 import { attemptHandshake, SECRET, TestClient, type TestServer } from './helpers/server.js'
 import { rawWebSocket } from './helpers/raw-socket.js'
 
-// A token in a log is a credential anyone with log access can replay (issue 6).
+// A token in a log is a credential anyone with log access can replay.
 // The server here logs everything at trace level into a buffer; each token
-// handed over in any way PROTOCOL.md allows must never appear in it.
+// handed over in any way docs/protocol.md allows must never appear in it.
 
 interface LoggedServer extends TestServer {
   /** Everything logged so far. */

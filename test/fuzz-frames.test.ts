@@ -2,10 +2,11 @@ import t from 'tap'
 import fc from 'fast-check'
 import { Packr, Unpackr } from 'msgpackr'
 import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
+import { watchProcess } from './helpers/process.js'
 
-// Property-based fuzzing of inbound frames (issue 6). Every random frame goes
+// Property-based fuzzing of inbound frames. Every random frame goes
 // to a fuzzing socket followed by a probe request; the answers between two
-// probe answers belong to that frame and must be exactly what PROTOCOL.md
+// probe answers belong to that frame and must be exactly what docs/protocol.md
 // section 2 prescribes, as computed by the independent oracle below. The
 // rate limit and the bad-frame limit are raised so the fuzzing socket stays
 // open; the closes they cause are tested at the end with the defaults.
@@ -32,7 +33,7 @@ const badTopics = ['', '.', 'a..b', 'a.b*', 'with space', 'é', 'x'.repeat(256),
 const opNames = ['sub', 'unsub', 'ack', 'auth', 'SUB', 'hello', 'event', 'ok', 'error', '__proto__', 'constructor', 'toString']
 const keyNames = ['op', 'id', 'topic', 'seq', 'token', 'since', '__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf']
 
-// Pattern shapes (issue 9): wildcard runs, long patterns, patterns of exactly
+// Pattern shapes: wildcard runs, long patterns, patterns of exactly
 // 255 bytes and one byte over, under the fuzzer's own prefix so that most pass
 // authorization and reach the canonical form and the # cap.
 const patternWord = fc.constantFrom('*', '#', '#', 'a', 'b', 'x-1')
@@ -172,7 +173,7 @@ function isCount (value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
 }
 
-/** What PROTOCOL.md section 2 says the server answers to `frame`, given the subscriptions the socket holds. */
+/** What docs/protocol.md section 2 says the server answers to `frame`, given the subscriptions the socket holds. */
 function oracle (format: Format, frame: Frame, held: Set<string>): Expected {
   const badRequest = (id?: unknown): Expected => ({ kind: 'error', code: 'BAD_REQUEST', id: isCount(id) ? id : undefined })
   let decoded: unknown
@@ -254,20 +255,8 @@ async function wellBehaved (t: Parameters<typeof openClient>[0], server: TestSer
   return good
 }
 
-function watchProcess (t: Parameters<typeof openClient>[0]): unknown[] {
-  const failures: unknown[] = []
-  const onFailure = (err: unknown): void => { failures.push(err) }
-  process.on('uncaughtException', onFailure)
-  process.on('unhandledRejection', onFailure)
-  t.teardown(() => {
-    process.off('uncaughtException', onFailure)
-    process.off('unhandledRejection', onFailure)
-  })
-  return failures
-}
-
 for (const format of ['json', 'msgpack'] as const) {
-  t.test(`${RUNS} random frames on a ${format} socket are each answered as PROTOCOL.md says`, async (t) => {
+  t.test(`${RUNS} random frames on a ${format} socket are each answered as docs/protocol.md says`, async (t) => {
     const failures = watchProcess(t)
     const prototypeKeys = Reflect.ownKeys(Object.prototype)
     const server = await startServer(t, { ...FUZZ_LIMITS, maxMessageBytes: MAX_MESSAGE_BYTES, maxSubscriptions: MAX_SUBSCRIPTIONS })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { attemptHandshake, startServer } from './helpers/server.js'
 
-// Cross-site WebSocket hijacking and the query token (issue 6). A browser sends
+// Cross-site WebSocket hijacking and the query token. A browser sends
 // the page's Origin with every WebSocket handshake and no CORS check applies,
 // so the allow-list is the only thing between a hostile page and the endpoint.
 // handshake.test.ts covers a foreign origin, an allowed one and a missing one;

@@ -1,9 +1,10 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { performance } from 'node:perf_hooks'
 import { delay, openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 import { clientFrame, closeCodeOf, rawWebSocket } from './helpers/raw-socket.js'
+import { waitFor } from './helpers/wait.js'
 
-// Floods (issue 6): a client sending thousands of frames a second is closed
+// Floods: a client sending thousands of frames a second is closed
 // with 4029 by the per-connection token bucket while another client's events
 // keep their latency; subscribe/unsubscribe storms stay bounded by
 // maxSubscriptions and leave no pattern bound behind.
@@ -31,45 +32,67 @@ async function latencies (server: TestServer, client: TestClient, count: number,
   return [...sentAt].map(([n, at]) => received.get(n)! - at).sort((a, b) => a - b)
 }
 
+const FLOOR_MS = 10
+
 const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!
 
+/**
+ * Ten raw clients, one every 100 ms, each writing `frames` acks in one TCP
+ * write; resolves with their close codes (undefined for those left open)
+ * and the rate they wrote at.
+ */
+async function writers (t: Test, server: TestServer, name: string, frames: number): Promise<{ codes: Array<number | undefined>, perSecond: number }> {
+  const burst = Buffer.concat(Array.from({ length: frames }, () => clientFrame('{"op":"unsub","id":1,"topic":"never.held"}')))
+  const closes: Array<Promise<number | undefined>> = []
+  const started = performance.now()
+  for (let n = 0; n < 10; n++) {
+    const writer = await rawWebSocket(server.port, '/events', { authorization: `Bearer ${server.sign({ sub: `${name}${n}` })}` })
+    t.teardown(() => writer.destroy())
+    closes.push(frames > RATE_BURST ? closeCodeOf(writer) : Promise.resolve(undefined))
+    writer.write(burst)
+    await delay(100)
+  }
+  const perSecond = 10 * frames / ((performance.now() - started) / 1000)
+  return { codes: await Promise.all(closes), perSecond }
+}
+
+const RATE_BURST = 100
+
 t.test('flooding clients are closed with 4029 while another client\'s event latency stays low', async (t) => {
-  const server = await startServer(t, { handshakesPerMinute: 0 })
+  const server = await startServer(t, { handshakesPerMinute: 0, rateBurst: RATE_BURST })
   const watcher = await openClient(t, server, { sub: 'watcher' })
   await watcher.subscribe('lat.*')
-  const baseline = await latencies(server, watcher, 40, 5)
 
-  // Ten flooders one after the other over about a second, each writing 3000
-  // frames in one TCP write (raw sockets, so the client side costs nothing).
-  const burst = Buffer.concat(Array.from({ length: 3000 }, () => clientFrame('{"op":"ack","seq":0}')))
-  const closes: Array<Promise<number | undefined>> = []
-  let sent = 0
-  const started = performance.now()
-  const flood = (async () => {
-    for (let n = 0; n < 10; n++) {
-      const flooder = await rawWebSocket(server.port, '/events', { authorization: `Bearer ${server.sign({ sub: `flooder${n}` })}` })
-      t.teardown(() => flooder.destroy())
-      closes.push(closeCodeOf(flooder))
-      flooder.write(burst)
-      sent += 3000
-      await delay(100)
-    }
-  })()
+  // The baseline runs under the same conditions but for the flood: ten
+  // clients connecting one after the other, each writing a burst its budget
+  // allows. It runs before and after the flood and the slower run counts,
+  // so that a load spike on the shared machine does not shrink it.
+  const politeRun = async (name: string): Promise<number[]> => {
+    const polite = writers(t, server, name, RATE_BURST / 2)
+    const measured = await latencies(server, watcher, 100, 8)
+    t.same((await polite).codes, Array(10).fill(undefined), `the ${name} clients are left open`)
+    return measured
+  }
+  const before = await politeRun('polite')
+
+  // Ten flooders, each writing 3000 frames in one TCP write (raw sockets, so
+  // the client side costs nothing).
+  const flood = writers(t, server, 'flooder', 3000)
   const during = await latencies(server, watcher, 100, 8)
-  await flood
-  const seconds = (performance.now() - started) / 1000
-  const codes = await Promise.all(closes)
+  const { codes, perSecond } = await flood
+  const after = await politeRun('polite-after')
+  const baseline = percentile(after, 0.99) > percentile(before, 0.99) ? after : before
 
   t.same(codes, Array(10).fill(4029), 'every flooder was closed with 4029')
-  t.ok(sent / seconds > 1000, `the flood ran at ${Math.round(sent / seconds)} frames/s`)
+  t.ok(perSecond > 1000, `the flood ran at ${Math.round(perSecond)} frames/s`)
   const summary = (xs: number[]): string => `p50 ${percentile(xs, 0.5).toFixed(1)} ms, p99 ${percentile(xs, 0.99).toFixed(1)} ms`
-  t.comment(`event latency before the flood: ${summary(baseline)}; during: ${summary(during)}`)
-  // Generous bounds: the machine is small and shared; an unthrottled flood of
-  // 30000 frames parsed and answered would hold the event loop far longer.
-  t.ok(percentile(during, 0.5) < 20, `median latency during the flood stays low (${summary(during)})`)
-  t.ok(percentile(during, 0.99) < 150, 'p99 latency during the flood stays bounded')
-  while (server.app.eventSocket.stats().connections > 1) await delay(10)
-  t.pass('only the watcher is left')
+  t.comment(`event latency with polite clients: ${summary(baseline)}; with flooders: ${summary(during)}`)
+  // Generous factors, and a floor under which latency is scheduling noise.
+  const bound = (p: number, factor: number): number => factor * Math.max(percentile(baseline, p), FLOOR_MS)
+  t.ok(percentile(during, 0.5) < bound(0.5, 5), `median latency during the flood stays low (${summary(during)}, polite: ${summary(baseline)})`)
+  t.ok(percentile(during, 0.99) < bound(0.99, 5), `p99 latency during the flood stays bounded (${summary(during)}, polite: ${summary(baseline)})`)
+  await waitFor(() => server.app.eventSocket.stats().connections === 21, { what: 'the flooders\' connections to go', detail: () => JSON.stringify(server.app.eventSocket.stats()) })
+  t.pass('only the watcher and the polite clients are left')
 })
 
 t.test('a subscribe/unsubscribe storm is bounded by maxSubscriptions and leaves no pattern behind', async (t) => {
@@ -113,6 +136,6 @@ t.test('with the default rate limit a storm is closed with 4029 and its patterns
   const stormer = await openClient(t, server, { sub: 'storm' })
   for (let i = 0; i < 1000 && stormer.ws.readyState === stormer.ws.OPEN; i++) stormer.send({ op: 'sub', id: i, topic: `s.p${i % 90}.#` })
   t.equal((await stormer.closed).code, 4029)
-  while (server.app.eventSocket.stats().connections > 0) await delay(10)
+  await waitFor(() => server.app.eventSocket.stats().connections === 0, { what: 'the stormer\'s connection to go' })
   t.equal(server.app.eventSocket.stats().patterns, 0, 'a closed connection leaves no pattern bound')
 })

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { WebSocket } from 'ws'
 import { attemptHandshake, delay, SECRET, startServer, type TestServer } from './helpers/server.js'
+import { waitFor } from './helpers/wait.js'
 
 // maxConnections must hold at accept even when token verification awaits
 // (a key resolved asynchronously, say from a JWKS endpoint): a slot is
@@ -12,11 +13,12 @@ import { attemptHandshake, delay, SECRET, startServer, type TestServer } from '.
 const KEY_DELAY_MS = 150
 const sign = createSigner({ key: SECRET, expiresIn: 3_600_000 })
 
-async function slowKeyServer (t: Parameters<typeof startServer>[0], maxConnections: number): Promise<TestServer> {
+/** `onKey` runs when a verification starts waiting for the key. */
+async function slowKeyServer (t: Parameters<typeof startServer>[0], maxConnections: number, onKey = (): void => {}): Promise<TestServer> {
   return await startServer(t, {
     maxConnections,
     handshakesPerMinute: 0,
-    jwt: { secret: async () => { await delay(KEY_DELAY_MS); return SECRET } }
+    jwt: { secret: async () => { onKey(); await delay(KEY_DELAY_MS); return SECRET } }
   })
 }
 
@@ -56,7 +58,8 @@ t.test('a handshake refused after its slot was reserved gives the slot back', as
 })
 
 t.test('a client that drops its connection during verification gives the slot back', async (t) => {
-  const server = await slowKeyServer(t, 1)
+  let verifying = false
+  const server = await slowKeyServer(t, 1, () => { verifying = true })
   // A handshake by hand, dropped while the key is still being resolved.
   const socket = connect(server.port, '127.0.0.1')
   await new Promise((resolve) => socket.once('connect', resolve))
@@ -65,15 +68,12 @@ t.test('a client that drops its connection during verification gives the slot ba
     `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13',
     `Authorization: Bearer ${sign({ sub: 'dropper' })}`, '', ''
   ].join('\r\n'))
-  await delay(KEY_DELAY_MS / 3)
+  await waitFor(() => verifying, { what: 'the server to start verifying the token' })
   socket.destroy()
 
-  const deadline = Date.now() + 20 * KEY_DELAY_MS
   let status = 0
-  while (status !== 101 && Date.now() < deadline) {
-    status = (await attemptHandshake(server.url, bearer('next'))).status
-    if (status !== 101) await delay(20)
-  }
-  t.equal(status, 101, 'the next client is admitted')
+  await waitFor(async () => (status = (await attemptHandshake(server.url, bearer('next'))).status) === 101, {
+    what: 'the next client to be admitted', timeoutMs: 40 * KEY_DELAY_MS, intervalMs: 20, detail: () => `last status ${status}`
+  })
   t.equal(server.app.eventSocket.stats().connections, 1)
 })

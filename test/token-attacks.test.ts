@@ -3,7 +3,7 @@ import { createHmac, createSign, generateKeyPairSync } from 'node:crypto'
 import WebSocket from 'ws'
 import { attemptHandshake, openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 
-// Token attacks (issue 6). handshake.test.ts covers alg none, expiry and nbf on
+// Token attacks. handshake.test.ts covers alg none, expiry and nbf on
 // an HS256 server, and lifetime.test.ts an `auth` for another sub; here every
 // forgery is tried on an RS256 server (where algorithm confusion is possible)
 // and with issuer and audience checks, both at the handshake and in an `auth`.
@@ -33,7 +33,7 @@ function keyPair (): { privateKey: string, publicKey: string } {
 const server = keyPair()
 const stranger = keyPair()
 
-/** The forgeries, each with the handshake code PROTOCOL.md section 1 gives it. */
+/** The forgeries, each with the handshake code docs/protocol.md section 1 gives it. */
 function attacks (valid: string): Array<[string, string, string]> {
   const claims = { sub: 'u1', role: 'user', iat: now(), exp: now() + 3600 }
   const [header, payload, signature] = valid.split('.') as [string, string, string]
