@@ -111,11 +111,11 @@ async function createBus (fastify: FastifyInstance, options: ResolvedOptions): P
   }
   if (options.broker.url === undefined) {
     fastify.log.info('event socket: no broker url, using the in-process bus (one instance only)')
-    return new MemoryBus(fastify.log)
+    return new MemoryBus(fastify.log, options.history)
   }
   // Loaded only when a broker is configured, so the in-process default never loads amqplib.
   const { createAmqpBus } = await import('./bus/amqp.js')
-  return createAmqpBus(options.broker, fastify.log)
+  return createAmqpBus(options.broker, fastify.log, options.history)
 }
 
 const plugin = fp(eventSocket, { fastify: '5.x', name: 'fastify-event-socket' })

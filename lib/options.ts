@@ -42,6 +42,18 @@ export interface BrokerOptions {
   maxBufferedPublishes?: number
 }
 
+/** Retention of the event history (docs/protocol.md section 6). */
+export interface HistoryOptions {
+  /** How long an event stays replayable, ms. Default 86400000 (24 h). */
+  maxAgeMs?: number
+  /** Bytes of events kept; the oldest go first. Default 1 GiB on RabbitMQ (the stream), 64 MiB on the in-process bus (memory). */
+  maxBytes?: number
+  /** Replays one instance runs at once; more resuming clients wait their turn, live events first. Default 16. */
+  maxReplays?: number
+}
+
+export type ResolvedHistoryOptions = Required<HistoryOptions>
+
 export interface EventSocketOptions {
   /** Route of the WebSocket endpoint. Default '/events'. */
   path?: string
@@ -97,14 +109,18 @@ export interface EventSocketOptions {
   compression?: boolean
   /** How long every instance remembers a `revoke(sub)`, ms; must be at least your longest token lifetime. Default 86400000 (24 h). */
   revocationTtlMs?: number
+  /** Keep published events, give each a `pos`, and let clients resume with `since` (docs/protocol.md section 6). `true` for the defaults. Default false. */
+  history?: boolean | HistoryOptions
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
   url: string | undefined
 }
 
-export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins'>> {
+export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history'>> {
   jwt: FastifyJWTOptions | undefined
+  /** Undefined when history is off. */
+  history: ResolvedHistoryOptions | undefined
   broker: ResolvedBrokerOptions
   bus: Bus | undefined
   origins: ((origin: string | undefined) => boolean) | undefined
@@ -175,7 +191,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     badFrameWindowMs: options.badFrameWindowMs ?? 60_000,
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
     compression: options.compression ?? false,
-    revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000
+    revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000,
+    history: resolveHistory(options)
   }
   // The known keys are those resolved (or defaulted), so an option added
   // there is known here without another list to keep in step.
@@ -202,6 +219,30 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`broker.${name}`, `must be a positive integer, got ${String(value)}`)
   }
   checkBus(options)
+  if (resolved.history !== undefined && resolved.bus !== undefined && resolved.bus.history === undefined) {
+    throw new BadOptionError('history', `needs a bus that keeps history; the ${resolved.bus.kind} bus has no history`)
+  }
+  return resolved
+}
+
+const MiB = 1024 * 1024
+
+function resolveHistory ({ history, broker }: EventSocketOptions): ResolvedHistoryOptions | undefined {
+  if (history === undefined || history === false) return undefined
+  if (history !== true && (typeof history !== 'object' || history === null)) {
+    throw new BadOptionError('history', 'must be true, false or { maxAgeMs, maxBytes, maxReplays }')
+  }
+  const given: HistoryOptions = history === true ? {} : history
+  rejectUnknownKeys(given, ['maxAgeMs', 'maxBytes', 'maxReplays'], 'history.')
+  const resolved: ResolvedHistoryOptions = {
+    maxAgeMs: given.maxAgeMs ?? 24 * 60 * 60 * 1000,
+    maxBytes: given.maxBytes ?? (broker?.url === undefined ? 64 * MiB : 1024 * MiB),
+    maxReplays: given.maxReplays ?? 16
+  }
+  for (const name of ['maxAgeMs', 'maxBytes', 'maxReplays'] as const) {
+    const value = resolved[name]
+    if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`history.${name}`, `must be a positive integer, got ${String(value)}`)
+  }
   return resolved
 }
 

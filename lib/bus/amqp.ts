@@ -4,7 +4,7 @@ import { connect } from 'amqplib'
 import type { Channel, ChannelModel, ConfirmChannel, RecoveringChannelModel } from 'amqplib'
 import type { FastifyBaseLogger } from 'fastify'
 import { BadOptionError, BrokerUnavailableError, ClosedError } from '../errors.js'
-import type { ResolvedBrokerOptions } from '../options.js'
+import type { ResolvedBrokerOptions, ResolvedHistoryOptions } from '../options.js'
 import { Bindings } from './amqp-bindings.js'
 import { Consumer } from './amqp-consumer.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
@@ -25,7 +25,8 @@ const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
 
-export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger): Bus {
+export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger, history?: ResolvedHistoryOptions): Bus {
+  void history
   return new AmqpBus(options, log)
 }
 

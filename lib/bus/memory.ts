@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { TopicIndex } from '../client/topic-index.js'
 import { ClosedError } from '../errors.js'
+import type { ResolvedHistoryOptions } from '../options.js'
 import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
 
 // The in-process bus: the embedded default for one instance (development,
@@ -14,8 +15,9 @@ export class MemoryBus implements Bus {
   #deliver: Deliver | undefined
   #closed = false
 
-  constructor (log?: FastifyBaseLogger) {
+  constructor (log?: FastifyBaseLogger, history?: ResolvedHistoryOptions) {
     this.#log = log
+    void history
   }
 
   async start (deliver: Deliver): Promise<void> {

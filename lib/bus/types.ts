@@ -19,6 +19,54 @@ export interface BusMessage {
   time: number
   /** The event's `data`, encoded once as UTF-8 JSON at publish; carried untouched. */
   payload: Buffer
+  /**
+   * Where the message sits in the bus's history (`Bus.history`): set by a bus
+   * that keeps one on every message it delivers or reads back, absent
+   * otherwise. Offsets are integers that increase in the history's one total
+   * order, the same on every instance.
+   */
+  offset?: number
+}
+
+/**
+ * A bus's retained history of published messages (docs/protocol.md section
+ * 6): one totally ordered log, shared by every instance, that live delivery
+ * and replay both read. Optional: a bus without it cannot serve the
+ * `history` option.
+ */
+export interface BusHistory {
+  /**
+   * Offset of the newest message this instance's live path has taken from
+   * the log, whether or not a bound pattern matched it (-1 before the
+   * first). Every message `deliver` is given afterwards has a greater offset,
+   * and the live path hands them over in offset order.
+   */
+  readonly head: number
+  /**
+   * Offset of the oldest message still retained (head + 1 when the log is
+   * empty). Retention only moves it forward. Rejects with
+   * `FST_EVSOCK_BROKER_UNAVAILABLE` when the log cannot be asked in time.
+   */
+  oldest (): Promise<number>
+  /** Reads the retained messages from offset `from` on, in offset order, each with its `offset`. */
+  read (from: number): HistoryCursor
+  /** The client-facing position of `offset`: an opaque string. */
+  format (offset: number): string
+  /** The offset of a position this history issued, or undefined for any other string. */
+  parse (pos: string): number | undefined
+}
+
+/** One reader of the history, paced by its caller. */
+export interface HistoryCursor {
+  /**
+   * The next message (from `from` on; the first may be later than `from`
+   * when retention dropped what was there). Waits while the log holds
+   * nothing more. Rejects with `FST_EVSOCK_BROKER_UNAVAILABLE` when the
+   * log became unreadable, `FST_EVSOCK_CLOSED` after `close`. One call at a time.
+   */
+  next (): Promise<BusMessage>
+  /** Releases the reader; a pending `next` rejects with `FST_EVSOCK_CLOSED`. Idempotent. */
+  close (): void
 }
 
 export type BusState = 'up' | 'connecting' | 'down' | 'closed'
@@ -105,6 +153,13 @@ export interface Bus {
    * `pattern` reaches `deliver` afterwards. Resolves (does nothing) after `close`.
    */
   unbind (pattern: string): Promise<void>
+  /**
+   * The retained history, on a bus that keeps one (both built-in buses do
+   * when the `history` option is on). With it, every message given to
+   * `deliver` carries its `offset`, and `bind` routes from the log, so that
+   * nothing published after it resolves is missed, outages included.
+   */
+  readonly history?: BusHistory
   /** Synchronous and cheap: called on every health check and stats read. */
   health (): BusHealth
   /**

@@ -4,6 +4,7 @@ export const CloseCode = {
   GoingAway: 1001,
   TooBig: 1009,
   InternalError: 1011,
+  TryAgainLater: 1013,
   TokenExpired: 4001,
   TooManyBadFrames: 4002,
   SlowConsumer: 4008,
