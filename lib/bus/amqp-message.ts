@@ -52,3 +52,9 @@ export function fromDelivery (delivery: ConsumeMessage, limits: EventLimits): Bu
   const time = typeof exact === 'number' ? exact : typeof timestamp === 'number' ? timestamp * 1000 : Date.now()
   return { id: messageId, topic, time, payload }
 }
+
+/** The offset RabbitMQ stamps on a delivery from a stream (`x-stream-offset`), or undefined for a delivery from any other queue. */
+export function streamOffset (delivery: ConsumeMessage): number | undefined {
+  const offset = (delivery.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']
+  return typeof offset === 'number' && Number.isSafeInteger(offset) && offset >= 0 ? offset : undefined
+}
