@@ -177,7 +177,7 @@ export function historyContract (test: Test, kit: HistoryKit): void {
       const pending = cursor.next()
       cursor.close()
       cursor.close()
-      await assert.rejects(pending, { code: 'FST_EVSOCK_CLOSED' })
+      await assert.rejects(within(pending, kit.timeoutMs, 'the rejection by close'), { code: 'FST_EVSOCK_CLOSED' })
       await assert.rejects(cursor.next(), { code: 'FST_EVSOCK_CLOSED' }, 'next after close')
       const open = history.read(history.head + 1)
       const rejected = assert.rejects(within(open.next(), kit.timeoutMs, 'the rejection by bus close'), { code: 'FST_EVSOCK_CLOSED' })
