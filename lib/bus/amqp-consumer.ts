@@ -97,6 +97,8 @@ export class Consumer {
     if (offset !== undefined) {
       if (offset <= this.#head) return
       this.#head = offset
+      // Every event of the stream comes to every instance: what no pattern wants is not worth checking.
+      if (!this.#options.accepts(delivery.fields.routingKey)) return
     }
     const message = stream && offset === undefined ? NOT_A_STREAM : fromDelivery(delivery, deliver.limits ?? defaultEventLimits)
     if (typeof message === 'string') {
@@ -105,10 +107,12 @@ export class Consumer {
       deliver.dropped?.(message)
       return
     }
-    if (!this.#options.accepts(message.topic)) return
     if (offset !== undefined) message.offset = offset
-    else if (delivery.fields.redelivered && this.#recent.has(message.id)) return
-    else this.#remember(message.id)
+    else {
+      if (!this.#options.accepts(message.topic)) return
+      if (delivery.fields.redelivered && this.#recent.has(message.id)) return
+      this.#remember(message.id)
+    }
     try {
       deliver(message)
     } catch (error) {

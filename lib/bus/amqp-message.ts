@@ -19,6 +19,7 @@ export function publishOptions (message: BusMessage): Options.Publish {
     headers: { [TIME_HEADER]: message.time },
     // Transient: every queue it lands in is one instance's queue, which does not
     // outlive the broker either, so writing it to disk would only cost throughput.
+    // (The history stream, with history on, writes every message whatever its mode.)
     deliveryMode: 1
   }
 }
