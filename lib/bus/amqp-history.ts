@@ -52,7 +52,8 @@ export class AmqpHistory implements BusHistory {
 
   read (from: number): HistoryCursor {
     const { connection, stream, timeoutMs, limits } = this.#options
-    const cursor = new StreamCursor({ connection, stream, from, timeoutMs, limits: limits(), onClose: (closed) => this.#cursors.delete(closed) })
+    // RabbitMQ refuses a negative offset; the oldest retained message is what such a read means.
+    const cursor = new StreamCursor({ connection, stream, from: Math.max(0, from), timeoutMs, limits: limits(), onClose: (closed) => this.#cursors.delete(closed) })
     this.#cursors.add(cursor)
     if (this.#closed) cursor.close()
     return cursor
