@@ -1,4 +1,5 @@
 import { TopicIndex } from './client/topic-index.js'
+import { CONTROL_PREFIX } from './topics.js'
 import { OutboundEvent, type EncodeFailed, type Format } from './codec.js'
 import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
 
@@ -159,6 +160,8 @@ export class Replay {
   }
 
   #wanted (message: BusMessage): boolean {
+    // The plugin's own messages between instances travel the history too; `#` matches them, no client may see them.
+    if (message.topic.startsWith(CONTROL_PREFIX)) return false
     let wanted = false
     const offset = message.offset as number
     this.#index.match(message.topic, (entry) => { if (offset > entry.start) wanted = true })
