@@ -86,12 +86,15 @@ test('positions that look valid but were never issued: BAD_REQUEST at once, not 
     `${pos}\u0000`,
     'x'.repeat(60_000)
   ]
-  const started = Date.now()
+  let slowest = 0
   for (const [i, since] of beyond.entries()) {
+    const started = Date.now()
     const answer = await answerTo(client, { op: 'sub', topic: 'h.*.x', since }, 100 + i)
+    slowest = Math.max(slowest, Date.now() - started)
     t.same({ op: answer.op, code: answer.code }, { op: 'error', code: 'BAD_REQUEST' }, `since ${since.length > 40 ? `${since.slice(0, 20)}… (${since.length} chars)` : JSON.stringify(since)}`)
   }
-  t.ok(Date.now() - started < 2000, 'answered at once: no wait for a head this single instance already knows')
+  // The wait for another instance's head is 5 s: a single instance knows its own.
+  t.ok(slowest < 2500, `each answered without waiting for a head (slowest ${slowest} ms)`)
   const resumed = await answerTo(client, { op: 'sub', topic: 'h.*.x', since: pos }, 200)
   t.same({ op: resumed.op, recovered: resumed.recovered }, { op: 'ok', recovered: true }, 'the real pos still resumes, after sixteen refusals with maxBadFrames 2')
 })

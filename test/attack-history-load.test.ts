@@ -5,12 +5,12 @@ import { waitFor, within } from './helpers/wait.js'
 
 // Load on history and resume (docs/protocol.md section 6, "Live delivery to
 // every other connection goes first"): 10,000 retained events replayed into
-// 50 sockets at once, while a live subscriber's latency is measured. The
-// replaying clients are lean (they count, check the order and ack every half
-// window) so that the test process spends its time in the server.
+// 50 sockets at once (ten want them all, forty one topic in seven), while a
+// live subscriber's latency is measured. The replaying clients are lean (they
+// count, check the order and ack every half window) so that the test process
+// spends its time in the server.
 
 const RETAINED = 10_000
-const REPLAYING = 50
 const WINDOW = 64
 
 /** A client that resumes one pattern and only counts what it gets, checking the order. */
@@ -108,22 +108,25 @@ function percentile (values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number
 }
 
-test('50 sockets replaying 10,000 events each: all in order, memory bounded, a live subscriber is still served promptly', async (t) => {
+test('50 sockets replaying from 10,000 retained events: each gets its own once and in order, memory bounded, a live subscriber is still served', async (t) => {
   const { server, since } = await loaded(t)
   const heapBefore = process.memoryUsage().heapUsed
   const probe = await liveProbe(t, server)
   const started = Date.now()
-  const all = await replayers(t, server, REPLAYING, 'load.#', since)
+  const everything = await replayers(t, server, 10, 'load.#', since)
+  const oneInSeven = await replayers(t, server, 40, 'load.0', since)
+  const owed = (replayer: Replayer): number => everything.includes(replayer) ? RETAINED : Math.ceil(RETAINED / 7)
+  const all = [...everything, ...oneInSeven]
   let heapPeak = 0
   await waitFor(() => {
     heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed)
-    return all.every((replayer) => replayer.count === RETAINED)
-  }, { what: 'every replay to finish', timeoutMs: 80_000, detail: () => all.map((replayer) => replayer.count).join(' ') })
+    return all.every((replayer) => replayer.count >= owed(replayer))
+  }, { what: 'every replay to finish', timeoutMs: 60_000, detail: () => all.map((replayer) => replayer.count).join(' ') })
   const latencies = await probe.stop()
   const took = Date.now() - started
   t.comment(`replays took ${took} ms; live latency p50 ${percentile(latencies, 0.5)} ms, p99 ${percentile(latencies, 0.99)} ms, max ${Math.max(...latencies)} ms over ${latencies.length} ticks; heap +${Math.round((heapPeak - heapBefore) / 2 ** 20)} MiB at the peak`)
   t.ok(all.every((replayer) => replayer.recovered === true), 'every resume recovered')
-  t.same(all.map((replayer) => replayer.outOfOrder).filter((count) => count > 0), [], 'every stream in order')
+  t.same(all.filter((replayer) => replayer.outOfOrder > 0 || replayer.count !== owed(replayer)).map((replayer) => `${replayer.count} events, ${replayer.outOfOrder} out of order`), [], 'every stream complete, once, in order')
   t.ok(Math.max(...latencies) < 2000, `a live tick never waited 2 s behind the replays (max ${Math.max(...latencies)} ms)`)
   t.ok(heapPeak - heapBefore < 256 * 2 ** 20, 'heap growth under 256 MiB')
 })
