@@ -10,6 +10,9 @@ import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
 // connection holds is in it, each from its own start, so that one ordered
 // pass serves them all and no event goes out twice.
 
+/** Messages a replay reads before it lets the event loop turn. */
+const READS_PER_TURN = 256
+
 /** What a replay writes to: the connection's outbound stream, as far as the replay needs it. */
 export interface ReplayTarget {
   readonly format: Format
@@ -47,6 +50,8 @@ export class Replay {
   /** Last offset read (`#from - 1` before the first). */
   #position: number
   #sent = 0
+  /** Messages read since the replay last let the event loop turn. */
+  #readsInTurn = 0
   #state: 'waiting' | 'reading' | 'stopped' = 'waiting'
   /** The slot it holds or waits for; given up while the client's window is full and others wait. */
   #slot: Slot | undefined
@@ -134,6 +139,14 @@ export class Replay {
       }
       // Caught up already (an idle history, or one read by an earlier pass).
       if (this.#position >= history.head) return this.#done()
+      // Reads resolve in microtasks while the history has data: a long scan
+      // of events the client does not want would hold every other socket's
+      // writes, heartbeats and answers until its end.
+      if (++this.#readsInTurn >= READS_PER_TURN) {
+        this.#readsInTurn = 0
+        await new Promise((resolve) => setImmediate(resolve))
+        continue
+      }
       const message = await this.#read()
       if (message === undefined || this.#state !== 'reading') continue
       const offset = message.offset as number

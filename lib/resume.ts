@@ -101,21 +101,18 @@ export class Resume {
         replay.add(pattern, since)
         return this.#joined(pattern, true)
       }
-      if (!replay.rewindable) {
+      // Older than where the replay is: it may start earlier only while it has sent nothing, and nothing after `since` went out live before it.
+      if (!replay.rewindable || since < this.#lastOffset) {
         replay.add(pattern, replay.position)
         return this.#joined(pattern, false)
       }
-      // Nothing sent yet: the whole replay starts from the older position.
-      replay.rewind(since + 1)
-      replay.add(pattern, since)
-      return this.#checked(pattern, since, replay)
+      return this.#rewinding(pattern, since, replay)
     }
     // Events after `since` went out already: going back would break the order.
     if (since < this.#lastOffset) return this.#joined(pattern, false)
-    if (since >= history.head) {
-      this.#lastOffset = since
-      return this.#joined(pattern, true)
-    }
+    // A replay even when there is nothing to replay yet: what is published
+    // while the subscription is put in place is read by it, not lost between
+    // this check and the index.
     const started = new Replay(this.#host, this.#target(), since + 1)
     this.#replay = started
     // Live up to now: whatever of theirs the live path took by `head` was sent, so they go on from there.
@@ -130,10 +127,27 @@ export class Resume {
     const here = this.#host.history.head
     return {
       finish: async () => {
-        if (await this.#host.history.oldest() <= since + 1) return { recovered: true }
+        if (since >= here || await this.#host.history.oldest() <= since + 1) return { recovered: true }
         // Gone: this pattern is live from here on; the others keep their starts.
         replay.add(pattern, Math.max(here, replay.position))
         if (replay.rewindable) replay.rewind(replay.earliestStart + 1)
+        return { recovered: false }
+      },
+      abandon: () => { replay.remove(pattern) }
+    }
+  }
+
+  /** Joining a replay from before its start: it starts over from `since`, if retention still holds it and the replay still sent nothing. */
+  #rewinding (pattern: string, since: number, replay: Replay): Resuming {
+    return {
+      finish: async () => {
+        const retained = await this.#host.history.oldest() <= since + 1
+        if (retained && replay.rewindable && since >= this.#lastOffset) {
+          replay.rewind(since + 1)
+          replay.add(pattern, since)
+          return { recovered: true }
+        }
+        replay.add(pattern, Math.max(this.#host.history.head, replay.position))
         return { recovered: false }
       },
       abandon: () => { replay.remove(pattern) }
