@@ -29,6 +29,29 @@ async function startHistoryBus (t: Test, options: ResolvedBrokerOptions, history
   return { bus, received, entries, history: bus.history as BusHistory }
 }
 
+/**
+ * A started history bus with `pattern` bound before start resolves, so that
+ * anything its live path took at its start would reach deliver.
+ */
+async function startBoundBus (t: Test, options: ResolvedBrokerOptions, pattern: string): Promise<HistoryBus> {
+  const { log, entries } = recordingLogger()
+  const bus = createAmqpBus(options, log, HISTORY)
+  t.teardown(() => bus.close())
+  const received: BusMessage[] = []
+  const started = bus.start((message) => { received.push(message) })
+  const bound = bus.bind(pattern)
+  await started
+  await bound
+  return { bus, received, entries, history: bus.history as BusHistory }
+}
+
+/** Publishes `count` messages `<prefix>.<i>` through `bus`, in batches of 10 (several chunks of the stream); returns them. */
+async function seed (bus: StartedBus['bus'], prefix: string, count: number): Promise<BusMessage[]> {
+  const sent = Array.from({ length: count }, (_, i) => busMessage(`${prefix}.${i}`))
+  for (let i = 0; i < count; i += 10) await Promise.all(sent.slice(i, i + 10).map((message) => bus.publish(message)))
+  return sent
+}
+
 /** Options on an exchange of the test's own in the default vhost; its stream is deleted at the end too (it outlives every bus). */
 function streamOptions (t: Test, overrides: Partial<ResolvedBrokerOptions> = {}): ResolvedBrokerOptions {
   const options = brokerOptions(t, overrides)
@@ -47,7 +70,8 @@ async function cutConsumers (vhost: string): Promise<number> {
     .map((line) => line.split('\t'))
     .filter(([, host, properties]) => host === vhost && properties?.includes('"fastify-event-socket consumer ') === true)
     .map(([pid]) => pid as string)
-  for (const pid of pids) await rabbitmqctl('close_connection', pid, 'evsock history test cut')
+  // At once: cut one by one, the first would be back before the last is cut.
+  await Promise.all(pids.map((pid) => rabbitmqctl('close_connection', pid, 'evsock history test cut')))
   return pids.length
 }
 
@@ -199,26 +223,76 @@ if (await requireBroker(t)) {
     t.ok(increasing(read.map((each) => each.offset)), 'offsets increase')
   })
 
-  t.test('the consumer cut before it took any message: what was published during the outage is delivered', async (t) => {
+  t.test('a new instance on a stream that holds messages: head is the stream\'s end at once, nothing older is delivered, the next message once', async (t) => {
+    const options = streamOptions(t)
+    const earlier = await startHistoryBus(t, options)
+    await earlier.bus.bind('old.*')
+    const sent = await seed(earlier.bus, 'old', 35)
+    await waitFor(() => earlier.received.length === sent.length, { what: 'the earlier instance to take every message' })
+    const end = earlier.history.head
+    const fresh = await startBoundBus(t, options, 'old.*')
+    t.equal(fresh.history.head, end, `head is the stream's newest offset (${end}) before anything new is published`)
+    const next = busMessage('old.next')
+    await fresh.bus.publish(next)
+    // Delivered in offset order: anything older would have come before it.
+    await waitFor(() => fresh.received.some((each) => each.id === next.id), { what: 'the message published after the start' })
+    t.same(fresh.received.map((each) => each.id), [next.id], 'only the new message, once')
+    t.ok((fresh.received[0]?.offset as number) > end, 'after the stream\'s end')
+    t.equal(fresh.history.head, fresh.received[0]?.offset)
+  })
+
+  t.test('a new instance while another producer publishes without pause: every message after where it started, none before, none twice', async (t) => {
+    const options = streamOptions(t)
+    const earlier = await startHistoryBus(t, options)
+    await earlier.bus.bind('load.#')
+    const third = await producer(t, options.url as string, options.exchange, 'load')
+    await waitFor(() => earlier.received.length >= 50, { what: '50 messages before the new instance starts' })
+    const before = earlier.history.head
+    const fresh = await startBoundBus(t, options, 'load.#')
+    const more = third.confirmed.length + 100
+    await waitFor(() => third.confirmed.length >= more, { what: '100 more publishes after the start' })
+    const sentinel = await third.finish('load.end')
+    for (const instance of [earlier, fresh]) await waitFor(() => instance.received.some((each) => each.id === sentinel), { what: 'the sentinel' })
+    const start = fresh.entries.find((entry) => entry.msg.includes('consuming the history stream'))?.offset as number
+    t.ok(Number.isSafeInteger(start) && start > before, `started (${start}) after what was published before the start (${before})`)
+    const expected = earlier.received.filter((each) => (each.offset as number) >= start).map((each) => each.id)
+    t.ok(expected.length > 100, `${expected.length} messages from where it started`)
+    t.same(fresh.received.map((each) => each.id), expected, 'every message from where it started, once, in order: the probe and the live path meet exactly')
+  })
+
+  t.test('the consumer cut before it took any message, on an empty stream and on one of 20: the outage\'s messages are delivered once, nothing older', async (t) => {
     const url = await privateVhost(t)
-    const options = brokerOptions(t, { url, reconnectInitialDelayMs: 2500, reconnectMaxDelayMs: 2500 })
-    const subscriber = await startHistoryBus(t, options)
-    await subscriber.bus.bind('quiet.#')
-    t.equal(subscriber.history.head, -1, 'nothing taken yet')
-    await cutConsumers(vhostOf(url))
-    await waitFor(() => subscriber.bus.health().state === 'down', { what: 'the cut noticed' })
-    const during = Array.from({ length: 20 }, (_, i) => busMessage(`quiet.${i}`))
+    // Both cases in one vhost, cut at once: a cut takes rabbitmqctl's seconds.
+    const cases = await Promise.all([0, 20].map(async (seeded) => {
+      const options = brokerOptions(t, { url, reconnectInitialDelayMs: 2500, reconnectMaxDelayMs: 2500 })
+      const earlier = await startHistoryBus(t, options)
+      await earlier.bus.bind('quiet.old.*')
+      await seed(earlier.bus, 'quiet.old', seeded)
+      await waitFor(() => earlier.received.length === seeded, { what: 'the earlier instance to take every message' })
+      const end = earlier.history.head
+      await earlier.bus.close()
+      const subscriber = await startBoundBus(t, options, 'quiet.#')
+      t.equal(subscriber.history.head, end, `${seeded} messages: head is the stream's end (${end})`)
+      const during = Array.from({ length: 20 }, (_, i) => busMessage(`quiet.${i}`))
+      return { seeded, exchange: options.exchange, subscriber, during }
+    }))
+    t.equal(await cutConsumers(vhostOf(url)), cases.length, 'every consumer connection cut')
+    for (const { subscriber } of cases) await waitFor(() => subscriber.bus.health().state === 'down', { what: 'the cut noticed' })
     await withChannel(url, async (channel) => {
-      for (const message of during) channel.publish(options.exchange, message.topic, message.payload, { messageId: message.id })
-      // A plain channel: a round trip after the publishes, and a check that the consumer is still away.
-      await channel.checkExchange(options.exchange)
+      for (const { exchange, during } of cases) {
+        for (const message of during) channel.publish(exchange, message.topic, message.payload, { messageId: message.id })
+      }
+      // A plain channel: a round trip after the publishes, and a check that the consumers are still away.
+      await channel.checkExchange(cases[0]?.exchange as string)
     })
-    t.equal(subscriber.bus.health().state, 'down', 'published while the consumer was away')
-    await waitFor(() => subscriber.received.length >= during.length, { what: 'the outage\'s messages', timeoutMs: 15_000 })
-    const sentinel = busMessage('quiet.end')
-    await subscriber.bus.publish(sentinel)
-    await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), { what: 'the sentinel' })
-    t.same(subscriber.received.map((each) => each.id), [...during, sentinel].map((each) => each.id))
+    t.same(cases.map(({ subscriber }) => subscriber.bus.health().state), cases.map(() => 'down'), 'published while the consumers were away')
+    for (const { seeded, subscriber, during } of cases) {
+      await waitFor(() => subscriber.bus.health().state === 'up', { what: 'the reconnect', timeoutMs: 15_000 })
+      const sentinel = busMessage('quiet.end')
+      await subscriber.bus.publish(sentinel)
+      await waitFor(() => subscriber.received.some((each) => each.id === sentinel.id), { what: 'the sentinel' })
+      t.same(subscriber.received.map((each) => each.id), [...during, sentinel].map((each) => each.id), `${seeded} messages: the outage's messages and the sentinel, once each`)
+    }
   })
 
   t.test('foreign messages in the stream: dropped by the live path, which still moves head past them, and skipped by cursors', async (t) => {

@@ -4,6 +4,7 @@ import { TopicIndex } from '../client/topic-index.js'
 import { BrokerUnavailableError, ClosedError } from '../errors.js'
 import type { ResolvedBrokerOptions, ResolvedHistoryOptions } from '../options.js'
 import { AmqpHistory, type AmqpHistoryOptions } from './amqp-history.js'
+import { streamOffset } from './amqp-message.js'
 import { vhostOf } from './amqp-session.js'
 import { deadline, Signal } from './amqp-signal.js'
 
@@ -16,13 +17,12 @@ import { deadline, Signal } from './amqp-signal.js'
 const MIN_SEGMENT_BYTES = 64 * 1024
 /** RabbitMQ's own default segment size. */
 const MAX_SEGMENT_BYTES = 500_000_000
-/**
- * How far before its first start an instance resumes when the connection
- * dropped before it took any message: it knows no offset yet, only a time,
- * and the broker's clock may be behind its own. Only a quiet stream leaves
- * an instance without any message, so the messages read again are few.
- */
-const CLOCK_MARGIN_S = 30
+/** No delivery for this long at `last`: the probe has read to the stream's end (a delivery follows the consume's answer within a few ms). */
+const QUIET_MS = 50
+/** A stream published to without pause is never quiet: the probe's end is then the newest offset it read by this time. */
+const PROBE_MS = 1000
+/** The probe acks as it reads; the prefetch only spares it a round trip per message of the last chunk. */
+const PROBE_PREFETCH = 1000
 
 /** What the history needs from the bus, read when needed. */
 export type BusHooks = Pick<AmqpHistoryOptions, 'connection' | 'head' | 'limits'>
@@ -47,7 +47,12 @@ export class HistoryStream {
     this.name = `${broker.exchange}.history`
     const timeoutMs = broker.publishTimeoutMs
     this.routes = new LocalRoutes(timeoutMs)
-    this.history = new AmqpHistory({ ...bus, stream: this.name, vhost: vhostOf(broker.url ?? ''), timeoutMs })
+    this.history = new AmqpHistory({ ...bus, head: () => this.head, stream: this.name, vhost: vhostOf(broker.url ?? ''), timeoutMs })
+  }
+
+  /** The newest offset the live path took, or, before it took any, the stream's end when the instance first consumed it. */
+  get head (): number {
+    return Math.max(this.#head(), this.#start.end)
   }
 
   /** Declares the stream and binds it to every topic; returns what the live consumer consumes, after the newest offset it took. */
@@ -62,13 +67,14 @@ export class HistoryStream {
       this.#refusalLogged = true
     })
     await channel.bindQueue(this.name, this.#exchange, '#')
-    return [this.name, this.#start.options(this.#head())]
+    const offset = await this.#start.offset(model, this.name, this.#head())
+    log.debug({ stream: this.name, offset }, 'event socket: consuming the history stream')
+    return [this.name, { arguments: { 'x-stream-offset': offset } }]
   }
 
   /** The live consumer runs. */
   started (): void {
     this.routes.running()
-    this.#start.started()
   }
 }
 
@@ -105,25 +111,79 @@ export async function declareStream (model: ChannelModel, name: string, history:
   await channel.close()
 }
 
-/** Where the live consumer starts on each connection, so that an outage loses nothing and repeats nothing. */
+/**
+ * Where the live consumer starts on each connection, so that an outage
+ * loses nothing and repeats nothing, and the first start delivers nothing
+ * published before it but everything after.
+ */
 export class StreamStart {
-  #startedAt: number | undefined
+  #end: number | undefined
 
-  /** The consume options on a new connection, given the newest offset taken so far. */
-  options (head: number): Options.Consume {
-    return { arguments: { 'x-stream-offset': this.#offset(head) } }
+  /** The stream's newest offset when the instance first consumed it (-1 while unknown, or if it was empty). */
+  get end (): number {
+    return this.#end ?? -1
   }
 
-  /** The consumer runs: from now on, what is published is read, outages included. */
-  started (): void {
-    this.#startedAt ??= Date.now()
+  /** The `x-stream-offset` of the live consumer on a new connection, given the newest offset it took so far. */
+  async offset (model: ChannelModel, stream: string, head: number): Promise<number | string> {
+    // Learnt once, before the first consumer: until then the stream's end is unknown.
+    this.#end ??= await newestOffset(model, stream)
+    const newest = Math.max(head, this.#end)
+    // RabbitMQ waits at an offset past the end. With no offset known the
+    // stream was empty when probed, so anything in it now came later.
+    return newest >= 0 ? newest + 1 : 'first'
   }
+}
 
-  #offset (head: number): unknown {
-    if (head >= 0) return head + 1
-    // The first start: what was published before it is not this instance's to deliver.
-    if (this.#startedAt === undefined) return 'next'
-    return { '!': 'timestamp', value: Math.floor(this.#startedAt / 1000) - CLOCK_MARGIN_S }
+/**
+ * The newest offset in the stream (-1 if empty), read by a consumer of its
+ * own at `last` (the start of the last chunk) until no delivery comes for
+ * QUIET_MS. What it reads is acked and not delivered: it was published
+ * before the instance started. Rejects when its channel closes meanwhile,
+ * so that a connection lost mid-probe is not taken for an empty stream.
+ */
+async function newestOffset (model: ChannelModel, stream: string): Promise<number> {
+  const channel = await model.createChannel()
+  // A refusal also rejects the operation it answers, which is where it is handled.
+  channel.on('error', () => {})
+  let newest = -1
+  let settled = false
+  let quiet: NodeJS.Timeout | undefined
+  let bound: NodeJS.Timeout | undefined
+  let settle!: (error?: Error) => void
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (error) => {
+      settled = true
+      clearTimeout(quiet)
+      clearTimeout(bound)
+      if (error === undefined) resolve()
+      else reject(error)
+    }
+  })
+  done.catch(() => {}) // awaited below, unless the consume failed first
+  const lost = (): void => settle(new BrokerUnavailableError(`the channel closed while the end of ${stream} was read`))
+  const wait = (): void => {
+    clearTimeout(quiet)
+    quiet = setTimeout(settle, QUIET_MS)
+  }
+  channel.on('close', lost)
+  try {
+    await channel.prefetch(PROBE_PREFETCH)
+    await channel.consume(stream, (delivery) => {
+      if (settled) return // the channel is closing: newest is given already
+      if (delivery === null) return lost() // the broker cancelled it: the stream was deleted
+      newest = Math.max(newest, streamOffset(delivery) ?? -1)
+      channel.ack(delivery)
+      wait()
+    }, { arguments: { 'x-stream-offset': 'last' } })
+    wait()
+    bound = setTimeout(settle, PROBE_MS)
+    await done
+    return newest
+  } finally {
+    channel.removeListener('close', lost)
+    settle()
+    await channel.close().catch(() => {})
   }
 }
 
