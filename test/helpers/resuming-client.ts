@@ -1,0 +1,80 @@
+import type { Test } from 'tap'
+import WebSocket from 'ws'
+import { connect, type EventSocketClient, type EventSocketClientError, type Format, type ReceivedEvent } from '../../lib/client/index.js'
+import { deliveryReport, matches, type Got } from './delivery-check.js'
+import { SENTINEL_TOPIC, type Published, type Stamp } from './publisher.js'
+import { waitFor, within } from './wait.js'
+
+// The bundled client as the history tests run it: through the proxy, with
+// wildcard subscriptions, recording what each subscription's handler got,
+// every resume the client reported and every close it went through.
+
+export interface Resume { pattern: string, recovered: boolean }
+
+export interface RecordingClient {
+  client: EventSocketClient
+  patterns: string[]
+  /** Per pattern, what its handler got, in order. */
+  got: Map<string, Got[]>
+  resumes: Resume[]
+  disconnects: Array<{ code: number, reason: string }>
+  errors: EventSocketClientError[]
+  /** Waits until a handler got the last event of each of `publishers` publishers (every earlier event is then in too, or lost). */
+  sentinels: (publishers: number, timeoutMs?: number) => Promise<void>
+  /** deliveryReport for every pattern, '' when all are complete. */
+  report: (published: Published[][]) => string
+}
+
+export interface RecordingClientOptions {
+  url: string
+  token: string
+  /** At least one must match SENTINEL_TOPIC. */
+  patterns: string[]
+  format?: Format
+  /** Called by every handler, after recording; what it returns is what the handler returns (a promise to stall it). */
+  onEvent?: (pattern: string, stamp: Stamp) => void | Promise<void>
+}
+
+/** Connects the bundled client, subscribes every pattern and waits for the server to accept them; closed when the test ends. */
+export async function recordingClient (t: Test, { url, token, patterns, format = 'json', onEvent }: RecordingClientOptions): Promise<RecordingClient> {
+  if (!patterns.some((pattern) => matches(pattern, SENTINEL_TOPIC))) throw new Error(`no pattern of ${patterns.join(' ')} matches the sentinel ${SENTINEL_TOPIC}`)
+  // Fast reconnects: the tests measure recovery, not the backoff.
+  const client = connect({ url, token, format, WebSocket, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } })
+  t.teardown(() => within(client.close(), { what: 'the client to close', timeoutMs: 5000 }))
+  const got = new Map(patterns.map((pattern) => [pattern, [] as Got[]]))
+  const resumes: Resume[] = []
+  const disconnects: Array<{ code: number, reason: string }> = []
+  const errors: EventSocketClientError[] = []
+  client.on('disconnect', (close) => { disconnects.push(close) })
+  client.on('error', (error) => { errors.push(error) })
+  // Until the client's resume lands (helper B): its event, typed loosely.
+  ;(client as unknown as { on: (event: 'resume', listener: (resume: Resume) => void) => void }).on('resume', (resume) => { resumes.push(resume) })
+  const subscriptions = patterns.map((pattern) => {
+    const record = got.get(pattern) as Got[]
+    return client.subscribe(pattern, (event: ReceivedEvent) => {
+      const stamp = event.data as Stamp
+      record.push({ p: stamp.p, n: stamp.n, topic: event.topic })
+      return onEvent?.(pattern, stamp)
+    })
+  })
+  await within(Promise.all(subscriptions.map((subscription) => subscription.ready)), { what: `the subscriptions ${patterns.join(' ')}` })
+  const lasts = (): number => {
+    const found = new Set<number>()
+    for (const record of got.values()) for (const event of record) if (event.topic === SENTINEL_TOPIC) found.add(event.p)
+    return found.size
+  }
+  return {
+    client,
+    patterns,
+    got,
+    resumes,
+    disconnects,
+    errors,
+    sentinels: (publishers, timeoutMs = 20_000) => waitFor(() => lasts() === publishers, {
+      what: `the last event of all ${publishers} publishers at the client (${patterns.join(' ')})`,
+      timeoutMs,
+      detail: () => `${lasts()} arrived; got ${[...got].map(([pattern, record]) => `${pattern}: ${record.length}`).join(', ')}; closes ${disconnects.map((close) => close.code).join(' ')}`
+    }),
+    report: (published) => patterns.map((pattern) => deliveryReport(pattern, published, got.get(pattern) ?? [])).filter((report) => report !== '').join('\n')
+  }
+}
