@@ -17,7 +17,7 @@ export interface Stamp {
   n: number
   /** Epoch ms at publish, for latency. */
   at: number
-  /** On the last event of each publisher. */
+  /** On the last events of each publisher (test/helpers/resuming-client.ts waits for them). */
   last?: true
 }
 
@@ -35,7 +35,7 @@ export function defaultTopic (n: number): string {
   return n % 2 === 0 ? `orders.${customer}.created` : `orders.${customer}.paid`
 }
 
-/** The last event of every publisher: matched by `orders.#` and `*.*.paid` alike. */
+/** The default topic of every publisher's last event: matched by `orders.#` and `*.*.paid` alike. */
 export const SENTINEL_TOPIC = 'orders.end.paid'
 
 export interface PublisherOptions {
@@ -46,6 +46,8 @@ export interface PublisherOptions {
   /** Pause after each batch, ms: sets the rate. Default 4. */
   pauseMs?: number
   topic?: (n: number, p: number) => string
+  /** Each publisher ends with one last event on each of these, so that every client's patterns see one. Default [SENTINEL_TOPIC]. */
+  sentinels?: string[]
 }
 
 export interface Publishers {
@@ -55,13 +57,13 @@ export interface Publishers {
   readonly failures: unknown[]
   /** Resolved publishes so far, all publishers together. */
   count: () => number
-  /** Stops publishing, waits for what is in flight, then publishes each publisher's last event (its sentinel). */
+  /** Stops publishing, waits for what is in flight, then publishes each publisher's last events (its sentinels). */
   stop: () => Promise<void>
 }
 
 /** Starts publishing through `app` at once; stopped when the test ends, if the test did not. */
 export function startPublishers (t: { teardown: (fn: () => Promise<void>) => void }, app: FastifyInstance, options: PublisherOptions = {}): Publishers {
-  const { publishers = 2, batch = 8, pauseMs = 4, topic = defaultTopic } = options
+  const { publishers = 2, batch = 8, pauseMs = 4, topic = defaultTopic, sentinels = [SENTINEL_TOPIC] } = options
   const published: Published[][] = Array.from({ length: publishers }, () => [])
   const failures: unknown[] = []
   const stopping = new AbortController()
@@ -79,9 +81,11 @@ export function startPublishers (t: { teardown: (fn: () => Promise<void>) => voi
       for (const result of await Promise.all(inFlight)) if (result !== undefined) record.push(result)
       await delay(pauseMs)
     }
-    const stamp: Stamp = { p, n: n++, at: Date.now(), last: true }
-    const { id } = await app.publish(SENTINEL_TOPIC, stamp)
-    record.push({ p, n: stamp.n, topic: SENTINEL_TOPIC, id })
+    for (const sentinel of sentinels) {
+      const stamp: Stamp = { p, n: n++, at: Date.now(), last: true }
+      const { id } = await app.publish(sentinel, stamp)
+      record.push({ p, n: stamp.n, topic: sentinel, id })
+    }
   })
   let stopped: Promise<void> | undefined
   const stop = (): Promise<void> => {

@@ -16,6 +16,8 @@ export interface TcpProxy {
   readonly open: number
   /** Where new connections go from now on; connections already open stay where they are. */
   setUpstream: (port: number) => void
+  /** While true, every new connection is destroyed at once (an instance unreachable): the client keeps failing to reconnect. */
+  refuse: (refusing: boolean) => void
   /** Destroys every open connection on both sides (no close frame, no FIN handshake): the client sees 1006. Returns how many. */
   cutAll: () => number
   close: () => Promise<void>
@@ -25,9 +27,14 @@ export interface TcpProxy {
 export async function startTcpProxy (t: { teardown: (fn: () => Promise<void>) => void }, upstream: number, path = '/events'): Promise<TcpProxy> {
   let target = upstream
   let accepted = 0
+  let refusing = false
   const pairs = new Set<[Socket, Socket]>()
   const server: Server = createServer((client) => {
     accepted++
+    if (refusing) {
+      client.destroy()
+      return
+    }
     const backend = connect({ host: '127.0.0.1', port: target })
     const pair: [Socket, Socket] = [client, backend]
     pairs.add(pair)
@@ -74,6 +81,7 @@ export async function startTcpProxy (t: { teardown: (fn: () => Promise<void>) =>
     get accepted () { return accepted },
     get open () { return pairs.size },
     setUpstream: (port) => { target = port },
+    refuse: (refuse) => { refusing = refuse },
     cutAll,
     close
   }

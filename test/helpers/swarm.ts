@@ -1,0 +1,34 @@
+import type { Test } from 'tap'
+import type { SwarmClientReport, SwarmConfig, SwarmProgress } from '../fixtures/client-swarm.js'
+import { runScript, waitFor } from './wait.js'
+
+// test/fixtures/client-swarm.ts in a child process, and its lines read back.
+
+export interface Swarm {
+  /** The latest counts the swarm wrote. */
+  progress: () => SwarmProgress
+  /** Waits until `condition` holds for the swarm's counts. */
+  until: (condition: (progress: SwarmProgress) => boolean, what: string, timeoutMs: number) => Promise<void>
+  /** Waits for the final report (every client got the last event of every publisher), then for the swarm to exit. */
+  report: (timeoutMs: number) => Promise<SwarmClientReport[]>
+}
+
+export async function startSwarm (t: Test, config: SwarmConfig, timeoutMs = 60_000): Promise<Swarm> {
+  const child = runScript(t, `
+    import { runSwarm } from './test/fixtures/client-swarm.ts'
+    await runSwarm(${JSON.stringify(config)})
+  `)
+  const lines = (): Array<Record<string, unknown>> => child.stdout().split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
+  await waitFor(() => lines().some((line) => 'ready' in line), { what: `${config.count} clients of the swarm to connect and subscribe`, timeoutMs })
+  const progress = (): SwarmProgress => (lines().filter((line) => 'progress' in line).at(-1)?.progress as SwarmProgress | undefined) ?? { open: 0, disconnected: 0, resumed: 0, unrecovered: 0, done: 0 }
+  return {
+    progress,
+    until: (condition, what, timeout) => waitFor(() => condition(progress()), { what, timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) }),
+    report: async (timeout) => {
+      await waitFor(() => child.stdout().includes('{"report":'), { what: 'the swarm\'s report (every client got every publisher\'s last event)', timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) })
+      const report = lines().find((line) => 'report' in line)?.report as SwarmClientReport[]
+      await child.exited('the swarm to close its clients and exit', 10_000)
+      return report
+    }
+  }
+}

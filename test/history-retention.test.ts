@@ -1,0 +1,52 @@
+import t from 'tap'
+import { requireBroker } from './helpers/broker.js'
+import { clusterOptions, startInstance } from './helpers/instance.js'
+import type { Stamp } from './helpers/publisher.js'
+import { recordingClient } from './helpers/resuming-client.js'
+import { startServer } from './helpers/server.js'
+import { startTcpProxy } from './helpers/tcp-proxy.js'
+import { waitFor } from './helpers/wait.js'
+
+// Retention exceeded (docs/protocol.md section 6): a client away for longer
+// than the history keeps resumes with a `since` the stream no longer holds.
+// The server answers recovered: false, and the client goes on live.
+
+const MAX_BYTES = 64 * 1024
+const PAD = 'x'.repeat(2048)
+
+if (await requireBroker(t)) {
+  t.test('a client away past retention resumes with recovered: false, then gets live events', async (t) => {
+    const options = clusterOptions(t, { history: { maxBytes: MAX_BYTES } })
+    const [publishing, instance] = await Promise.all([startServer(t, options), startInstance(t, options)])
+    const proxy = await startTcpProxy(t, instance.port)
+    const client = await recordingClient(t, { url: proxy.url, token: publishing.sign({ sub: 'away', role: 'admin' }), patterns: ['orders.#'] })
+    const got = client.got.get('orders.#') ?? []
+    let n = 0
+    const publish = async (count: number, extra: Partial<Stamp> & { pad?: string } = {}): Promise<number[]> => {
+      const numbers = Array.from({ length: count }, () => n++)
+      // In order, as one publisher; not waiting for one confirm before the next publish.
+      await Promise.all(numbers.map((each) => publishing.app.publish(`orders.${each % 10}.created`, { p: 0, n: each, at: Date.now(), ...extra })))
+      return numbers
+    }
+
+    const before = await publish(20)
+    await waitFor(() => got.length === before.length, { what: 'the events before the client went away' })
+    proxy.refuse(true)
+    proxy.cutAll()
+    await waitFor(() => client.disconnects.length === 1, { what: 'the client to notice the cut' })
+
+    // Far more than the retention holds: the stream drops the segments with the client's last position.
+    const away = await publish(Math.ceil(20 * MAX_BYTES / PAD.length), { pad: PAD })
+    proxy.refuse(false)
+    await waitFor(() => client.resumes.length === 1, { what: 'the client\'s resume after it came back', timeoutMs: 15_000, detail: () => `closes ${client.disconnects.map((close) => close.code).join(' ')}` })
+    t.same(client.resumes, [{ pattern: 'orders.#', recovered: false }], 'the resume is reported not recovered')
+
+    const [sentinel] = await publish(1, { last: true })
+    await client.sentinels(1)
+    t.equal(got.at(-1)?.n, sentinel, 'an event published after the resume is delivered live')
+    t.notOk(got.some((event) => event.n === away[0]), 'the oldest event published while away, dropped by retention, was not delivered')
+    t.same(got.slice(0, before.length).map((event) => event.n), before, 'the events before the cut were delivered once, in order')
+    const numbers = got.map((event) => event.n)
+    t.same(numbers, [...new Set(numbers)].sort((a, b) => a - b), 'no event twice, none out of order')
+  })
+}
