@@ -21,6 +21,8 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsTyp
 const JSON_HEAD = Buffer.from('{"op":"event","seq":')
 // fixmap of 5 entries, "op": "event", "seq": (the uint follows)
 const MSGPACK_HEAD = Buffer.from([0x85, 0xa2, 0x6f, 0x70, 0xa5, 0x65, 0x76, 0x65, 0x6e, 0x74, 0xa3, 0x73, 0x65, 0x71])
+// The same with 6 entries, for events that carry `pos`.
+const MSGPACK_HEAD_WITH_POS = Buffer.from([0x86, ...MSGPACK_HEAD.subarray(1)])
 
 /** Told, once per event and format, that the event has no frame in that format. */
 export type EncodeFailed = (event: OutboundEvent, format: Format, error: unknown) => void
@@ -31,18 +33,24 @@ export class OutboundEvent {
   readonly id: string
   /** Bytes of the data as JSON, used to bound pending queues. */
   readonly size: number
+  /** The event's place in the history (history on), else -1. */
+  readonly offset: number
+  /** The client-facing form of `offset` (history on). */
+  readonly pos: string | undefined
   readonly #message: BusMessage
   readonly #encodeFailed: EncodeFailed | undefined
   // undefined: not encoded yet; null: encoding failed.
   #jsonBody: Buffer | null | undefined
   #msgpackBody: Buffer | null | undefined
 
-  constructor (message: BusMessage, encodeFailed?: EncodeFailed) {
+  constructor (message: BusMessage, encodeFailed?: EncodeFailed, pos?: string) {
     this.#message = message
     this.#encodeFailed = encodeFailed
     this.topic = message.topic
     this.id = message.id
     this.size = message.payload.length
+    this.offset = message.offset ?? -1
+    this.pos = pos
   }
 
   /**
@@ -71,7 +79,7 @@ export class OutboundEvent {
       at += JSON_HEAD.copy(target, at)
       at = writeDecimal(target, at, seq)
     } else {
-      at += MSGPACK_HEAD.copy(target, at)
+      at += this.#msgpackHead.copy(target, at)
       at = writeMsgpackUint(target, at, seq)
     }
     return at + this.#body(format).copy(target, at)
@@ -85,7 +93,11 @@ export class OutboundEvent {
   }
 
   #envelopeLength (format: Format, seq: number): number {
-    return format === 'json' ? JSON_HEAD.length + decimalDigits(seq) : MSGPACK_HEAD.length + msgpackUintLength(seq)
+    return format === 'json' ? JSON_HEAD.length + decimalDigits(seq) : this.#msgpackHead.length + msgpackUintLength(seq)
+  }
+
+  get #msgpackHead (): Buffer {
+    return this.pos === undefined ? MSGPACK_HEAD : MSGPACK_HEAD_WITH_POS
   }
 
   #body (format: Format): Buffer {
@@ -106,22 +118,20 @@ export class OutboundEvent {
   // `publish` made it so, or the broker consumer checked it (amqp-message.ts).
   #encodeJson (): Buffer {
     return Buffer.concat([
-      Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},"data":`),
+      Buffer.from(`,"topic":${JSON.stringify(this.topic)},"id":${JSON.stringify(this.id)},${this.pos === undefined ? '' : `"pos":${JSON.stringify(this.pos)},`}"data":`),
       this.#message.payload,
       CLOSE_BRACE
     ])
   }
 
   // A map's entries are concatenated key/value encodings after its header, so
-  // the body is a packed {topic, id, data} without its one-byte fixmap header.
+  // the body is a packed {topic, id, (pos,) data} without its one-byte fixmap header.
   // msgpackr recurses per level of the data: maxEventDepth keeps it far from
   // the stack's end, and #encode catches what gets through anyway.
   #encodeMsgpack (): Buffer {
-    return packr.pack({
-      topic: this.topic,
-      id: this.id,
-      data: JSON.parse(this.#message.payload.toString('utf8')) as unknown
-    }).subarray(1)
+    const data = JSON.parse(this.#message.payload.toString('utf8')) as unknown
+    const body = this.pos === undefined ? { topic: this.topic, id: this.id, data } : { topic: this.topic, id: this.id, pos: this.pos, data }
+    return packr.pack(body).subarray(1)
   }
 }
 

@@ -4,10 +4,12 @@ import type { WebSocket, RawData } from 'ws'
 import { decodeMessage, type Format, type OutboundEvent } from './codec.js'
 import { InboundGuard } from './inbound-guard.js'
 import { OutboundStream, type StreamFault, type StreamHost } from './outbound.js'
-import { RequestHandler, type RequestContext, type RequestDeps } from './request-handler.js'
+import { RequestHandler, type Refusal, type RequestContext, type RequestDeps } from './request-handler.js'
+import { Resume } from './resume.js'
+import type { ReplayHost } from './replay.js'
 import type { Deadlines } from './deadlines.js'
 import { CloseCode, type CloseCodeValue } from './client/close-codes.js'
-import { parseRequest, type ErrorCode, type RequestProblem } from './requests.js'
+import { parseRequest, type ErrorCode } from './requests.js'
 import { expiresAt } from './tokens.js'
 import type { EventSocketUser } from './options.js'
 
@@ -16,6 +18,8 @@ export interface ConnectionHost extends RequestDeps<Connection> {
   readonly streams: StreamHost
   /** Token-lifetime deadlines of every connection, on one timer. */
   readonly deadlines: Deadlines<Connection>
+  /** What replays share, when history is on. */
+  readonly replays: ReplayHost | undefined
   /** The socket closed; the connection holds nothing any more. */
   ended (connection: Connection): void
 }
@@ -45,6 +49,7 @@ export class Connection implements RequestContext {
   readonly #stream: OutboundStream
   readonly #guard: InboundGuard
   readonly #requests: RequestHandler<Connection>
+  readonly resume: Resume | undefined
   #user: EventSocketUser
   /** Answered the last ping; cleared at each heartbeat. */
   #alive = true
@@ -68,6 +73,7 @@ export class Connection implements RequestContext {
     this.#stream = new OutboundStream(socket, format, host.options, host.streams, (fault) => { this.#faulted(fault) })
     this.#guard = new InboundGuard(host.options, (code, reason) => { this.close(code, reason) })
     this.#requests = new RequestHandler(this, host)
+    this.resume = host.replays === undefined ? undefined : this.#resumeIn(host.replays)
     // Listeners shared by all connections, so that each costs no closures.
     ;(socket as OwnedSocket)[kConnection] = this
     socket.on('message', onMessage)
@@ -100,21 +106,22 @@ export class Connection implements RequestContext {
     return this.#stream.pendingCount
   }
 
-  /** Sends `event` now if the window allows, or queues it. */
+  /** Sends `event` now if the window allows, or queues it (with history on, unless a replay will read it or it was sent). */
   push (event: OutboundEvent): void {
-    this.#stream.push(event)
+    if (this.resume === undefined) this.#stream.push(event)
+    else this.resume.live(event)
   }
 
   reply (message: Record<string, unknown>): void {
     this.#stream.control(message)
   }
 
-  refuse (problem: RequestProblem & { topic?: string }): void {
+  refuse (problem: Refusal): void {
     const message: Record<string, unknown> = { op: 'error', code: problem.code, message: problem.message }
     if (problem.id !== undefined) message.id = problem.id
     if (problem.topic !== undefined) message.topic = problem.topic
     this.reply(message)
-    if (BAD_FRAME_CODES.has(problem.code)) this.#guard.badFrame()
+    if (problem.counts ?? BAD_FRAME_CODES.has(problem.code)) this.#guard.badFrame()
   }
 
   renewed (user: EventSocketUser): void {
@@ -141,6 +148,7 @@ export class Connection implements RequestContext {
     this.#stream.flush()
     this.#ending = true
     this.#stream.stop()
+    this.resume?.stop()
     this.socket.close(code, reason)
     this.#graceTimer = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS)
   }
@@ -188,7 +196,8 @@ export class Connection implements RequestContext {
   #faulted (fault: StreamFault): void {
     if ('slow' in fault) {
       this.#host.log.warn({ session: this.session, user: this.#user.sub, pending: this.pendingCount }, `event socket is a slow consumer: ${fault.slow}`)
-      this.close(CloseCode.SlowConsumer, 'slow consumer')
+      const acked = this.resume?.ackedPos
+      this.close(CloseCode.SlowConsumer, acked === undefined ? 'slow consumer' : `slow consumer; resume after ${acked}`)
       return
     }
     this.#host.log.error({ err: fault.failed, session: this.session, user: this.#user.sub }, 'event socket: writing to a socket failed; closing it with 1011')
@@ -197,6 +206,22 @@ export class Connection implements RequestContext {
     } catch {
       this.socket.terminate()
     }
+  }
+
+  #resumeIn (replays: ReplayHost): Resume {
+    const stream = this.#stream
+    return new Resume(replays, {
+      stream,
+      patterns: () => this.#host.subscriptions.patternsOf(this),
+      target: {
+        format: this.format,
+        whenRoom: () => stream.whenRoom(),
+        failed: (reason) => {
+          this.#host.log.warn({ session: this.session, user: this.#user.sub, reason }, 'event socket: a replay could not go on; the client is told to resume again')
+          this.close(CloseCode.TryAgainLater, 'resume again')
+        }
+      }
+    })
   }
 
   #armExpiry (): void {
@@ -217,6 +242,7 @@ export class Connection implements RequestContext {
     this.#setDeadline(undefined)
     clearTimeout(this.#graceTimer)
     this.#stream.stop()
+    this.resume?.stop()
     this.#host.ended(this)
   }
 

@@ -8,11 +8,12 @@ import { FlushQueue } from './flush-queue.js'
 import { SummarizedLog } from './log-summary.js'
 import { Subscriptions } from './subscriptions.js'
 import type { StreamHost } from './outbound.js'
+import { ReplaySlots, type ReplayHost } from './replay.js'
 import { CONTROL_PREFIX } from './topics.js'
 import { isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
 import type { Admission } from './handshake.js'
 import type { VerifyToken } from './tokens.js'
-import type { Bus, BusHealth, BusMessage, Deliver } from './bus/types.js'
+import type { Bus, BusHealth, BusHistory, BusMessage, Deliver } from './bus/types.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
 export interface EventSocketStats {
@@ -59,6 +60,9 @@ export class Hub implements ConnectionHost {
   readonly streams: StreamHost
   readonly #heartbeat: NodeJS.Timeout
   readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
+  readonly replays: ReplayHost | undefined
+  /** The bus's history, when the history option is on. */
+  readonly #history: BusHistory | undefined
   #shuttingDown = false
   #shutdown: Promise<void> | undefined
   #lastConnectionEnded: (() => void) | undefined
@@ -81,6 +85,11 @@ export class Hub implements ConnectionHost {
       slowConsumer: () => { this.#counters.slowConsumerCloses++ }
     }
     this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
+    if (options.history !== undefined) {
+      // The options check refused a bus without history; the built-in buses keep one when asked.
+      this.#history = bus.history as BusHistory
+      this.replays = { history: this.#history, slots: new ReplaySlots(options.history.maxReplays), encodeFailed: this.#encodeFailed }
+    }
     this.#badControlMessages = new SummarizedLog(log, 'warn', 'event socket: dropped an invalid control message')
     this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
       limits: { maxEventBytes: options.maxEventBytes, maxEventDepth: options.maxEventDepth },
@@ -128,7 +137,8 @@ export class Hub implements ConnectionHost {
       return
     }
     this.#counters.eventsIn++
-    const event = new OutboundEvent(message, this.#encodeFailed)
+    const offset = message.offset
+    const event = new OutboundEvent(message, this.#encodeFailed, offset === undefined || this.#history === undefined ? undefined : this.#history.format(offset))
     this.subscriptions.match(message.topic, (connection) => {
       if (event.encodes(connection.format)) connection.push(event)
     })

@@ -9,7 +9,7 @@ import type { ResolvedOptions } from './options.js'
 // `seq` within the ack window, the queue behind a full window, and the outbox
 // of this turn of the event loop, written through the socket's framer.
 
-export type StreamLimits = Pick<ResolvedOptions, 'window' | 'maxPendingEvents' | 'maxPendingBytes' | 'maxBufferedBytes'>
+export type StreamLimits = Pick<ResolvedOptions, 'window' | 'maxPendingEvents' | 'maxPendingBytes' | 'maxBufferedBytes'> & Partial<Pick<ResolvedOptions, 'history'>>
 
 /** What stops a stream: a peer that cannot keep up, or a write that threw. */
 export type StreamFault = { slow: string } | { failed: unknown }
@@ -42,6 +42,11 @@ export class OutboundStream {
   #outbox: OutboxEntry[] | undefined
   #outboxSeq = 0
   #stopped = false
+  /** History on: the offset of each event in the window, by seq modulo the window, for `ackedOffset`. */
+  readonly #offsets: Float64Array | undefined
+  #ackedOffset = -1
+  /** The replay waiting for the window to have room (history on). */
+  #roomWaiter: ((open: boolean) => void) | undefined
 
   constructor (socket: WebSocket, format: Format, limits: StreamLimits, host: StreamHost, fault: (fault: StreamFault) => void) {
     this.#socket = socket
@@ -50,6 +55,32 @@ export class OutboundStream {
     this.#host = host
     this.#fault = fault
     this.#framer = framerFor(socket, format)
+    if (limits.history !== undefined) this.#offsets = new Float64Array(limits.window)
+  }
+
+  /** Offset of the last event the client acknowledged (history on), or -1. */
+  get ackedOffset (): number {
+    return this.#ackedOffset
+  }
+
+  /** Nothing waits behind the window: what was pushed has been sent (or is in this turn's outbox). */
+  get idle (): boolean {
+    return this.#pending === undefined
+  }
+
+  /**
+   * Resolves true once an event pushed now would be sent at once rather than
+   * queued, false if the stream stopped first. One waiter at a time: the
+   * connection's replay, which reads the history no faster than the client acks.
+   */
+  whenRoom (): Promise<boolean> {
+    if (this.#stopped) return Promise.resolve(false)
+    if (this.#hasRoom) return Promise.resolve(true)
+    return new Promise((resolve) => { this.#roomWaiter = resolve })
+  }
+
+  get #hasRoom (): boolean {
+    return this.#pending === undefined && this.#sent - this.#acked < this.#limits.window
   }
 
   /** Events waiting behind the window. */
@@ -81,7 +112,9 @@ export class OutboundStream {
     if (seq > this.#sent) return 'unsent'
     if (seq <= this.#acked) return 'stale'
     this.#acked = seq
+    if (this.#offsets !== undefined) this.#ackedOffset = this.#offsets[seq % this.#limits.window] as number
     this.#drain()
+    if (this.#roomWaiter !== undefined && this.#hasRoom) this.#wake(true)
     return 'moved'
   }
 
@@ -110,6 +143,13 @@ export class OutboundStream {
   stop (): void {
     this.#stopped = true
     this.#pending = undefined
+    this.#wake(false)
+  }
+
+  #wake (open: boolean): void {
+    const waiter = this.#roomWaiter
+    this.#roomWaiter = undefined
+    waiter?.(open)
   }
 
   #slow (why: string): void {
@@ -119,6 +159,7 @@ export class OutboundStream {
 
   #sendEvent (event: OutboundEvent): void {
     this.#sent++
+    if (this.#offsets !== undefined) this.#offsets[this.#sent % this.#limits.window] = event.offset
     this.#enqueue(event, this.#sent)
   }
 

@@ -3,6 +3,7 @@ import { CloseCode, type CloseCodeValue } from './client/close-codes.js'
 import { TokenRevokedError } from './errors.js'
 import { expiresAt } from './tokens.js'
 import type { ClientRequest, RequestProblem } from './requests.js'
+import type { Resume, Resuming } from './resume.js'
 import type { Subscriptions } from './subscriptions.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
 
@@ -12,6 +13,9 @@ import type { EventSocketUser, ResolvedOptions } from './options.js'
 
 export type Request = Exclude<ClientRequest, { op: 'ack' }>
 
+/** An `error` answer: the problem, the pattern it ended (FORBIDDEN after a refresh), and whether it counts as a bad frame (default: by its code). */
+export type Refusal = RequestProblem & { topic?: string, counts?: boolean }
+
 /** The connection, as its requests see it; it is also the subscriber the subscriptions hold. */
 export interface RequestContext {
   readonly user: EventSocketUser
@@ -19,8 +23,10 @@ export interface RequestContext {
   readonly session: string
   /** Closing or closed: nothing more is answered. */
   readonly ending: boolean
+  /** Its place in the history, when history is on. */
+  readonly resume: Resume | undefined
   reply (message: Record<string, unknown>): void
-  refuse (problem: RequestProblem & { topic?: string }): void
+  refuse (problem: Refusal): void
   close (code: CloseCodeValue, reason: string): void
   /** A refreshed token for the same user: its claims and expiry now apply. */
   renewed (user: EventSocketUser): void
@@ -72,6 +78,8 @@ export class RequestHandler<C extends RequestContext> {
     }
     // Gone once idle: most connections subscribe once and never ask again.
     this.#queue = undefined
+    // A resume burst is over: its replay, joined by all its subs, may begin.
+    this.#context.resume?.requestsIdle()
   }
 
   async #handle (request: Request): Promise<void> {
@@ -79,7 +87,7 @@ export class RequestHandler<C extends RequestContext> {
     switch (request.op) {
       case 'sub': return await this.#subscribe(request.id, request.topic, request.since)
       case 'unsub':
-        this.#deps.subscriptions.remove(this.#context, request.topic)
+        this.#unsubscribe(request.topic)
         this.#context.reply({ op: 'ok', id: request.id })
         return
       case 'auth': return await this.#refresh(request.id, request.token)
@@ -101,17 +109,34 @@ export class RequestHandler<C extends RequestContext> {
       context.refuse({ code: 'FORBIDDEN', message: `not allowed to subscribe to ${pattern}`, id })
       return
     }
+    let resuming: Resuming | undefined
+    if (context.resume !== undefined) {
+      const started = await context.resume.subscribing(pattern, since)
+      if ('refused' in started) {
+        // Not counted toward 4002: after a server's history was reset, a client's every resuming sub gets it once.
+        context.refuse({ code: 'BAD_REQUEST', message: started.refused, id, counts: false })
+        return
+      }
+      resuming = started
+    }
     if (context.ending) return
     try {
       await subscriptions.add(context, pattern)
+      // History off: a resume point can never be honoured (docs/protocol.md section 6).
+      const answer = resuming === undefined ? (since === undefined ? {} : { recovered: false }) : await resuming.finish()
+      context.reply({ op: 'ok', id, ...answer })
     } catch (err) {
+      resuming?.abandon()
+      this.#unsubscribe(pattern)
       // The broker could not be reached in time: the client may retry, nothing here failed.
       if ((err as { code?: unknown }).code !== 'FST_EVSOCK_BROKER_UNAVAILABLE') throw err
       context.refuse({ code: 'UNAVAILABLE', message: `subscription to ${pattern} not made: ${(err as Error).message}`, id })
-      return
     }
-    // History is not kept, so a resume point can never be honoured (docs/protocol.md section 6).
-    context.reply(since === undefined ? { op: 'ok', id } : { op: 'ok', id, recovered: false })
+  }
+
+  #unsubscribe (pattern: string): void {
+    this.#deps.subscriptions.remove(this.#context, pattern)
+    this.#context.resume?.unsubscribed(pattern)
   }
 
   async #allowed (pattern: string): Promise<boolean> {
@@ -146,7 +171,7 @@ export class RequestHandler<C extends RequestContext> {
     const { subscriptions } = this.#deps
     for (const pattern of subscriptions.patternsOf(context)) {
       if (await this.#allowed(pattern)) continue
-      subscriptions.remove(context, pattern)
+      this.#unsubscribe(pattern)
       context.refuse({ code: 'FORBIDDEN', message: `subscription ${pattern} ended: no longer allowed`, topic: pattern })
     }
     context.reply({ op: 'ok', id, expiresAt: expiresAt(user) })

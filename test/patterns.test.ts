@@ -124,7 +124,9 @@ for (const bus of busCases) {
       t.comment(`publish: plain ${plainMs.toFixed(2)} ms, worst topic ${worstMs.toFixed(2)} ms`)
       // RabbitMQ is bound to each pattern cut after its #, linear to match: ~4x a plain publish here, where the
       // full patterns cost it 20-40x (docs/security.md, Wildcard patterns); 15x leaves room for a loaded machine.
-      t.ok(worstMs < Math.max(plainMs, 0.05) * 15, `worst-case topic ${worstMs.toFixed(2)} ms, plain ${plainMs.toFixed(2)} ms`)
+      // The floor: sub-millisecond timings swing past 15x on a busy machine (0.05 against 0.85 ms was seen),
+      // while the costs this guards against are 0.46 s (the old index) and 2 s (RabbitMQ) per publish.
+      t.ok(worstMs < Math.max(plainMs * 15, 25), `worst-case topic ${worstMs.toFixed(2)} ms, plain ${plainMs.toFixed(2)} ms`)
       await client.next(() => client.events().filter((e) => e.topic === WORST_TOPIC).length === 3, { timeout: 10_000 })
     })
   })

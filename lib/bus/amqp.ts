@@ -25,8 +25,7 @@ const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
 
-export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger, history?: ResolvedHistoryOptions): Bus {
-  void history
+export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger, _history?: ResolvedHistoryOptions): Bus {
   return new AmqpBus(options, log)
 }
 

@@ -2,11 +2,13 @@ import type { FastifyBaseLogger } from 'fastify'
 import { TopicIndex } from '../client/topic-index.js'
 import { ClosedError } from '../errors.js'
 import type { ResolvedHistoryOptions } from '../options.js'
-import type { Bus, BusHealth, BusMessage, Deliver } from './types.js'
+import { MemoryHistory } from './memory-history.js'
+import type { Bus, BusHistory, BusHealth, BusMessage, Deliver } from './types.js'
 
 // The in-process bus: the embedded default for one instance (development,
 // tests). It routes like the broker does, through the bound patterns, so that
-// both buses look the same to the rest of the plugin.
+// both buses look the same to the rest of the plugin. With history on, every
+// published message is retained first (memory-history.ts), bound or not.
 
 export class MemoryBus implements Bus {
   readonly kind = 'memory'
@@ -14,10 +16,15 @@ export class MemoryBus implements Bus {
   #bound = new TopicIndex<true>()
   #deliver: Deliver | undefined
   #closed = false
+  readonly #history: MemoryHistory | undefined
 
   constructor (log?: FastifyBaseLogger, history?: ResolvedHistoryOptions) {
     this.#log = log
-    void history
+    if (history !== undefined) this.#history = new MemoryHistory(history)
+  }
+
+  get history (): BusHistory | undefined {
+    return this.#history
   }
 
   async start (deliver: Deliver): Promise<void> {
@@ -26,6 +33,7 @@ export class MemoryBus implements Bus {
 
   async publish (message: BusMessage): Promise<void> {
     if (this.#closed || this.#deliver === undefined) throw new ClosedError()
+    if (this.#history !== undefined) message = this.#history.append(message)
     if (!this.#bound.matches(message.topic)) return
     try {
       this.#deliver(message)

@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto'
+import { ClosedError } from '../errors.js'
+import type { ResolvedHistoryOptions } from '../options.js'
+import type { BusHistory, BusMessage, HistoryCursor } from './types.js'
+
+// The in-process bus's history: every published message, in publish order,
+// bounded by bytes and age. One process is the whole deployment here, so its
+// offsets are meaningless to the next process: positions carry an epoch drawn
+// at start, and a position of an earlier run is not one this history issued.
+
+interface Retained {
+  readonly message: BusMessage & { offset: number }
+  readonly bytes: number
+}
+
+export class MemoryHistory implements BusHistory {
+  readonly #epoch = randomBytes(4).toString('hex')
+  readonly #limits: ResolvedHistoryOptions
+  /** Retained messages, oldest first, with offsets from `#first` on without a gap. */
+  #log: Retained[] = []
+  /** Index in `#log` of the oldest retained message: trimming advances it, compaction resets it. */
+  #start = 0
+  #bytes = 0
+  #head = -1
+  /** Cursors waiting for the next message. */
+  readonly #waiting = new Set<() => void>()
+
+  constructor (limits: ResolvedHistoryOptions) {
+    this.#limits = limits
+  }
+
+  get head (): number {
+    return this.#head
+  }
+
+  async oldest (): Promise<number> {
+    this.#trim(Date.now())
+    return this.#oldestOffset
+  }
+
+  /** Gives `message` the next offset and retains it; returns it with its offset. */
+  append (message: BusMessage): BusMessage & { offset: number } {
+    const retained = { message: { ...message, offset: ++this.#head }, bytes: message.payload.length + message.topic.length + message.id.length }
+    this.#log.push(retained)
+    this.#bytes += retained.bytes
+    this.#trim(message.time)
+    for (const wake of this.#waiting) wake()
+    this.#waiting.clear()
+    return retained.message
+  }
+
+  read (from: number): HistoryCursor {
+    let next = Math.max(0, from)
+    let closed = false
+    let wake: (() => void) | undefined
+    const history = this
+    return {
+      async next (): Promise<BusMessage> {
+        for (;;) {
+          if (closed) throw new ClosedError()
+          // Retention may have dropped it meanwhile: the oldest retained comes next.
+          next = Math.max(next, history.#oldestOffset)
+          const found = history.#at(next)
+          if (found !== undefined) {
+            next++
+            return found
+          }
+          await new Promise<void>((resolve) => {
+            wake = resolve
+            history.#waiting.add(resolve)
+          })
+        }
+      },
+      close (): void {
+        closed = true
+        if (wake === undefined) return
+        history.#waiting.delete(wake)
+        wake()
+      }
+    }
+  }
+
+  format (offset: number): string {
+    return `${this.#epoch}-${offset.toString(36)}`
+  }
+
+  parse (pos: string): number | undefined {
+    const dash = pos.indexOf('-')
+    if (dash === -1 || pos.slice(0, dash) !== this.#epoch) return undefined
+    const digits = pos.slice(dash + 1)
+    if (!/^(0|[1-9a-z][0-9a-z]*)$/.test(digits) || digits.length > 11) return undefined
+    const offset = parseInt(digits, 36)
+    // Beyond the head it was never issued.
+    return offset <= this.#head ? offset : undefined
+  }
+
+  get #oldestOffset (): number {
+    return this.#head + 1 - (this.#log.length - this.#start)
+  }
+
+  #at (offset: number): BusMessage | undefined {
+    return this.#log[this.#start + offset - this.#oldestOffset]?.message
+  }
+
+  #trim (now: number): void {
+    const { maxBytes, maxAgeMs } = this.#limits
+    // The newest message always stays: a position must remain resumable right after it was issued.
+    while (this.#log.length - this.#start > 1) {
+      const oldest = this.#log[this.#start] as Retained
+      if (this.#bytes <= maxBytes && now - oldest.message.time <= maxAgeMs) break
+      this.#bytes -= oldest.bytes
+      this.#log[this.#start++] = undefined as unknown as Retained
+    }
+    if (this.#start > 1024 && this.#start * 2 > this.#log.length) {
+      this.#log = this.#log.slice(this.#start)
+      this.#start = 0
+    }
+  }
+}

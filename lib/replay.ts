@@ -1,0 +1,219 @@
+import { TopicIndex } from './client/topic-index.js'
+import { OutboundEvent, type EncodeFailed, type Format } from './codec.js'
+import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
+
+// One connection's replay (docs/protocol.md section 6): it reads the history
+// from a position on, sends what the connection's patterns match, in order,
+// no faster than the client acks, until it reaches what the live path has
+// seen; then the connection goes back to live events. Every pattern the
+// connection holds is in it, each from its own start, so that one ordered
+// pass serves them all and no event goes out twice.
+
+/** What a replay writes to: the connection's outbound stream, as far as the replay needs it. */
+export interface ReplayTarget {
+  readonly format: Format
+  /** Resolves true once an event would be sent at once, false once the stream stopped. */
+  whenRoom (): Promise<boolean>
+  /** Sends a replayed event. */
+  replayed (event: OutboundEvent): void
+  /** The replay read up to `offset` (inclusive) and hands over to live events. */
+  caughtUp (offset: number): void
+  /** Retention dropped events this replay still had to send; or the history became unreadable. */
+  failed (reason: 'truncated' | 'unavailable'): void
+}
+
+/** Shared by the replays of one instance. */
+export interface ReplayHost {
+  readonly history: BusHistory
+  readonly slots: ReplaySlots
+  readonly encodeFailed: EncodeFailed
+}
+
+/** A pattern in the replay: events matching it after `start` are sent. */
+interface Start {
+  start: number
+}
+
+export class Replay {
+  readonly #host: ReplayHost
+  readonly #target: ReplayTarget
+  readonly #starts = new Map<string, Start>()
+  readonly #index = new TopicIndex<Start>()
+  /** The first offset to read. */
+  #from: number
+  /** Last offset read (`#from - 1` before the first). */
+  #position: number
+  #sent = 0
+  #state: 'waiting' | 'queued' | 'reading' | 'stopped' = 'waiting'
+  #releaseSlot: (() => void) | undefined
+  #cursor: HistoryCursor | undefined
+
+  constructor (host: ReplayHost, target: ReplayTarget, from: number) {
+    this.#host = host
+    this.#target = target
+    this.#from = from
+    this.#position = from - 1
+  }
+
+  /** Offset the replay has read up to. */
+  get position (): number {
+    return this.#position
+  }
+
+  /** Nothing was sent yet, so it may still start earlier. */
+  get rewindable (): boolean {
+    return this.#sent === 0 && this.#state !== 'stopped'
+  }
+
+  /** The lowest start of its patterns (its position when it has none). */
+  get earliestStart (): number {
+    let earliest = Infinity
+    for (const { start } of this.#starts.values()) earliest = Math.min(earliest, start)
+    return earliest === Infinity ? this.#position : earliest
+  }
+
+  /** Sends the events matching `pattern` after `start` (and from where the replay reads). */
+  add (pattern: string, start: number): void {
+    this.remove(pattern)
+    const entry = { start }
+    this.#starts.set(pattern, entry)
+    this.#index.add(pattern, entry)
+  }
+
+  remove (pattern: string): void {
+    const entry = this.#starts.get(pattern)
+    if (entry === undefined) return
+    this.#starts.delete(pattern)
+    this.#index.remove(pattern, entry)
+  }
+
+  /** Reads from `from` instead; only while nothing was sent. */
+  rewind (from: number): void {
+    if (!this.rewindable) throw new Error('a replay that sent events cannot start earlier')
+    this.#from = from
+    this.#position = from - 1
+    if (this.#cursor === undefined) return
+    // Reading had begun: start over from the new place.
+    this.#cursor.close()
+    this.#cursor = undefined
+  }
+
+  /** Takes a slot (waiting for one when all are taken), then reads. */
+  start (): void {
+    if (this.#state !== 'waiting') return
+    this.#state = 'queued'
+    this.#releaseSlot = this.#host.slots.take(() => {
+      this.#state = 'reading'
+      this.#run().catch(() => { this.#fail('unavailable') })
+    })
+  }
+
+  stop (): void {
+    this.#state = 'stopped'
+    this.#cursor?.close()
+    this.#releaseSlot?.()
+    this.#releaseSlot = undefined
+  }
+
+  async #run (): Promise<void> {
+    const { history } = this.#host
+    let firstRead = true
+    while (this.#state === 'reading') {
+      if (!await this.#target.whenRoom()) return this.stop()
+      // Caught up already (an idle history, or one read by an earlier pass).
+      if (this.#position >= history.head) return this.#done()
+      if (this.#cursor === undefined) {
+        this.#cursor = history.read(this.#from)
+        firstRead = true
+      }
+      const cursor = this.#cursor
+      let message: BusMessage
+      try {
+        message = await cursor.next()
+      } catch (err) {
+        if (this.#cursor !== cursor) continue // rewound meanwhile
+        throw err
+      }
+      if (this.#state !== 'reading') return
+      if (this.#cursor !== cursor) continue
+      const offset = message.offset as number
+      if (offset <= this.#position) continue
+      if (firstRead && offset > this.#from && await history.oldest() > this.#from) return this.#fail('truncated')
+      firstRead = false
+      this.#position = offset
+      if (this.#wanted(message)) this.#send(message)
+      if (offset >= history.head) return this.#done()
+    }
+  }
+
+  #wanted (message: BusMessage): boolean {
+    let wanted = false
+    const offset = message.offset as number
+    this.#index.match(message.topic, (entry) => { if (offset > entry.start) wanted = true })
+    return wanted
+  }
+
+  #send (message: BusMessage): void {
+    const event = new OutboundEvent(message, this.#host.encodeFailed, this.#host.history.format(message.offset as number))
+    if (!event.encodes(this.#target.format)) return
+    this.#sent++
+    this.#target.replayed(event)
+  }
+
+  #done (): void {
+    const position = this.#position
+    this.stop()
+    this.#target.caughtUp(position)
+  }
+
+  #fail (reason: 'truncated' | 'unavailable'): void {
+    if (this.#state === 'stopped') return
+    this.stop()
+    this.#target.failed(reason)
+  }
+}
+
+/** The cap on replays running at once on an instance (`history.maxReplays`); the rest wait in arrival order. */
+export class ReplaySlots {
+  #free: number
+  readonly #waiting = new Set<() => void>()
+
+  constructor (max: number) {
+    this.#free = max
+  }
+
+  get waiting (): number {
+    return this.#waiting.size
+  }
+
+  /** Calls `run` once a slot is free (maybe at once). The returned function gives the slot back, or leaves the queue; call it once. */
+  take (run: () => void): () => void {
+    let held = false
+    let done = false
+    const begin = (): void => {
+      held = true
+      run()
+    }
+    if (this.#free > 0) {
+      this.#free--
+      begin()
+    } else {
+      this.#waiting.add(begin)
+    }
+    return () => {
+      if (done) return
+      done = true
+      if (!held) {
+        this.#waiting.delete(begin)
+        return
+      }
+      const next = this.#waiting.values().next()
+      if (next.done === true) {
+        this.#free++
+        return
+      }
+      this.#waiting.delete(next.value)
+      next.value()
+    }
+  }
+}
