@@ -38,8 +38,11 @@ if (await requireBroker(t)) {
     // Far more than the retention holds: the stream drops the segments with the client's last position.
     const away = await publish(Math.ceil(20 * MAX_BYTES / PAD.length), { pad: PAD })
     proxy.refuse(false)
-    await waitFor(() => client.resumes.length === 1, { what: 'the client\'s resume after it came back', timeoutMs: 15_000, detail: () => `closes ${client.disconnects.map((close) => close.code).join(' ')}` })
-    t.same(client.resumes, [{ pattern: 'orders.#', recovered: false }], 'the resume is reported not recovered')
+    // A resume may first be answered recovered (the broker applies retention lazily) and its replay then
+    // find the events gone: the server closes with 1013 and the next resume is not recovered.
+    await waitFor(() => client.resumes.some((resume) => !resume.recovered), { what: 'a resume not recovered, after the client came back', timeoutMs: 15_000, detail: client.describe })
+    t.same(client.resumes.at(-1), { pattern: 'orders.#', recovered: false }, 'the resume is reported not recovered')
+    t.same(client.disconnects.slice(1).filter((close) => close.code !== 1013), [], 'any close after the cut is 1013: retention dropped what a replay had to read')
 
     const [sentinel] = await publish(1, { last: true })
     await client.sentinels(1)

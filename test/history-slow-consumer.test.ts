@@ -36,7 +36,7 @@ if (await requireBroker(t)) {
     const client = scenario.clients[0] as RecordingClient
     client.client.on('disconnect', () => { release?.() })
     for (let stall = 1; stall <= STALLS; stall++) {
-      await waitFor(() => client.disconnects.length >= stall, { what: `the close after stall ${stall}`, timeoutMs: 20_000, detail: () => `${seen} events on orders.#` })
+      await waitFor(() => client.disconnects.length >= stall, { what: `the close after stall ${stall}`, timeoutMs: 20_000, detail: () => `${seen} events on orders.#; ${client.describe()}` })
       await flowing(scenario, 300, `events after stall ${stall}`)
     }
     await finish(t, scenario, { disconnects: STALLS, code: 4008 })

@@ -23,6 +23,8 @@ export interface RecordingClient {
   sentinels: (publishers: number, timeoutMs?: number) => Promise<void>
   /** deliveryReport for every pattern, '' when all are complete. */
   report: (published: Published[][]) => string
+  /** One line on where the client stands (events per pattern, closes, resumes, errors), for the message of a wait that timed out. */
+  describe: () => string
 }
 
 export interface RecordingClientOptions {
@@ -60,6 +62,13 @@ export async function recordingClient (t: Test, { url, token, patterns, format =
     })
   })
   await within(Promise.all(subscriptions.map((subscription) => subscription.ready)), { what: `the subscriptions ${patterns.join(' ')}` })
+  const describe = (): string => [
+    `state ${client.state}`,
+    `got ${[...got].map(([pattern, record]) => `${pattern}: ${record.length}`).join(', ')}`,
+    `closes ${disconnects.map((close) => close.code).join(' ')}`,
+    `resumes ${resumes.map((resume) => `${resume.pattern} ${resume.recovered}`).join(', ')}`,
+    `errors ${errors.map((error) => error.message).join('; ')}`
+  ].join('; ')
   return {
     client,
     patterns,
@@ -70,8 +79,9 @@ export async function recordingClient (t: Test, { url, token, patterns, format =
     sentinels: (publishers, timeoutMs = 20_000) => waitFor(() => lasts.size === publishers, {
       what: `the last event of all ${publishers} publishers at the client (${patterns.join(' ')})`,
       timeoutMs,
-      detail: () => `${lasts.size} arrived; got ${[...got].map(([pattern, record]) => `${pattern}: ${record.length}`).join(', ')}; closes ${disconnects.map((close) => close.code).join(' ')}`
+      detail: () => `${lasts.size} arrived; ${describe()}`
     }),
+    describe,
     report: (published) => patterns.map((pattern) => deliveryReport(pattern, published, got.get(pattern) ?? [])).filter((report) => report !== '').join('\n')
   }
 }
