@@ -1,6 +1,6 @@
 import type { Test } from 'tap'
 import WebSocket from 'ws'
-import { connect, type EventSocketClient, type EventSocketClientError, type Format, type ReceivedEvent } from '../../lib/client/index.js'
+import { connect, type EventSocketClient, type EventSocketClientError, type Format, type ReceivedEvent, type ResumeResult } from '../../lib/client/index.js'
 import { deliveryReport, type Got } from './delivery-check.js'
 import type { Published, Stamp } from './publisher.js'
 import { waitFor, within } from './wait.js'
@@ -9,14 +9,12 @@ import { waitFor, within } from './wait.js'
 // wildcard subscriptions, recording what each subscription's handler got,
 // every resume the client reported and every close it went through.
 
-export interface Resume { pattern: string, recovered: boolean }
-
 export interface RecordingClient {
   client: EventSocketClient
   patterns: string[]
   /** Per pattern, what its handler got, in order. */
   got: Map<string, Got[]>
-  resumes: Resume[]
+  resumes: ResumeResult[]
   disconnects: Array<{ code: number, reason: string }>
   errors: EventSocketClientError[]
   /** Waits until a handler got the last event of each of `publishers` publishers (every earlier event is then in too, or lost). */
@@ -45,13 +43,12 @@ export async function recordingClient (t: Test, { url, token, patterns, format =
   const got = new Map(patterns.map((pattern) => [pattern, [] as Got[]]))
   /** The publishers one of whose last events arrived: all they published before it is in too, unless lost. */
   const lasts = new Set<number>()
-  const resumes: Resume[] = []
+  const resumes: ResumeResult[] = []
   const disconnects: Array<{ code: number, reason: string }> = []
   const errors: EventSocketClientError[] = []
   client.on('disconnect', (close) => { disconnects.push(close) })
   client.on('error', (error) => { errors.push(error) })
-  // Until the client's resume lands (helper B): its event, typed loosely.
-  ;(client as unknown as { on: (event: 'resume', listener: (resume: Resume) => void) => void }).on('resume', (resume) => { resumes.push(resume) })
+  client.on('resume', (resume) => { resumes.push(resume) })
   const subscriptions = patterns.map((pattern) => {
     const record = got.get(pattern) as Got[]
     return client.subscribe(pattern, (event: ReceivedEvent) => {
