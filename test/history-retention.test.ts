@@ -1,6 +1,6 @@
 import t from 'tap'
 import { requireBroker } from './helpers/broker.js'
-import { clusterOptions, startInstance } from './helpers/instance.js'
+import { clusterOptions, oldestRetained, startInstance } from './helpers/instance.js'
 import type { Stamp } from './helpers/publisher.js'
 import { recordingClient } from './helpers/resuming-client.js'
 import { startServer } from './helpers/server.js'
@@ -17,6 +17,7 @@ const PAD = 'x'.repeat(2048)
 if (await requireBroker(t)) {
   t.test('a client away past retention resumes with recovered: false, then gets live events', async (t) => {
     const options = clusterOptions(t, { history: { maxBytes: MAX_BYTES } })
+    const stream = `${options.broker?.exchange as string}.history`
     const [publishing, instance] = await Promise.all([startServer(t, options), startInstance(t, options)])
     const proxy = await startTcpProxy(t, instance.port)
     const client = await recordingClient(t, { url: proxy.url, token: publishing.sign({ sub: 'away', role: 'admin' }), patterns: ['orders.#'] })
@@ -35,8 +36,13 @@ if (await requireBroker(t)) {
     proxy.cutAll()
     await waitFor(() => client.disconnects.length === 1, { what: 'the client to notice the cut' })
 
-    // Far more than the retention holds: the stream drops the segments with the client's last position.
-    const away = await publish(Math.ceil(20 * MAX_BYTES / PAD.length), { pad: PAD })
+    // Until retention dropped the client's last position: the oldest event the stream holds was published after the cut.
+    const away: number[] = []
+    const lastBefore = before.at(-1) as number
+    await waitFor(async () => {
+      away.push(...await publish(Math.ceil(2 * MAX_BYTES / PAD.length), { pad: PAD }))
+      return (await oldestRetained(stream) as Stamp).n > lastBefore
+    }, { what: 'retention to drop the client\'s last position', timeoutMs: 30_000, intervalMs: 0, detail: () => `${away.length} events of ${PAD.length} bytes published` })
     proxy.refuse(false)
     // A resume may first be answered recovered (the broker applies retention lazily) and its replay then
     // find the events gone: the server closes with 1013 and the next resume is not recovered.
