@@ -18,14 +18,18 @@ export async function startSwarm (t: Test, config: SwarmConfig, timeoutMs = 60_0
     import { runSwarm } from './test/fixtures/client-swarm.ts'
     await runSwarm(${JSON.stringify(config)})
   `)
-  const lines = (): Array<Record<string, unknown>> => child.stdout().split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
+  // Complete lines only: the report is long, and may be read while it is still being written.
+  const lines = (): Array<Record<string, unknown>> => {
+    const out = child.stdout()
+    return out.slice(0, out.lastIndexOf('\n') + 1).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
+  }
   await waitFor(() => lines().some((line) => 'ready' in line), { what: `${config.count} clients of the swarm to connect and subscribe`, timeoutMs })
   const progress = (): SwarmProgress => (lines().filter((line) => 'progress' in line).at(-1)?.progress as SwarmProgress | undefined) ?? { open: 0, disconnected: 0, resumed: 0, unrecovered: 0, done: 0 }
   return {
     progress,
     until: (condition, what, timeout) => waitFor(() => condition(progress()), { what, timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) }),
     report: async (timeout) => {
-      await waitFor(() => child.stdout().includes('{"report":'), { what: 'the swarm\'s report (every client got every publisher\'s last event)', timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) })
+      await waitFor(() => lines().some((line) => 'report' in line), { what: 'the swarm\'s report (every client got every publisher\'s last event)', timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) })
       const report = lines().find((line) => 'report' in line)?.report as SwarmClientReport[]
       await child.exited('the swarm to close its clients and exit', 10_000)
       return report
