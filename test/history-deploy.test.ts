@@ -6,7 +6,6 @@ import { startPublishers } from './helpers/publisher.js'
 import { recordingClient, type RecordingClient } from './helpers/resuming-client.js'
 import { startServer } from './helpers/server.js'
 import { startSwarm } from './helpers/swarm.js'
-import { startTcpProxy } from './helpers/tcp-proxy.js'
 import { delay } from './helpers/server.js'
 
 // A deploy with history on (docs/protocol.md section 6): the instance under
@@ -31,12 +30,11 @@ if (await requireBroker(t)) {
   t.test(`a deploy: ${CLIENTS} clients resume at once on the next instance, each gets every event exactly once, and the live latency of the others stays within 2x`, async (t) => {
     const options = clusterOptions(t)
     const [publishing, leaving, next] = await Promise.all([startServer(t, options), startInstance(t, options), startInstance(t, options)])
-    const proxy = await startTcpProxy(t, leaving.port)
     const token = publishing.sign({ sub: 'deploy', role: 'admin' })
     // Each customer's events go to one client in CUSTOMERS, so that the thousand get a few events a second each.
     const topics = Array.from({ length: CUSTOMERS }, (_, c) => `orders.${c}.paid`)
-    const swarm = await startSwarm(t, { url: proxy.url, token, count: CLIENTS, patterns: topics.map((_, c) => `*.${c}.paid`), publishers: 2 })
-    t.pass(`${CLIENTS} clients subscribed through the proxy`)
+    const swarm = await startSwarm(t, { upstreams: [leaving.port, next.port], token, count: CLIENTS, patterns: topics.map((_, c) => `*.${c}.paid`), publishers: 2 })
+    t.pass(`${CLIENTS} clients subscribed through the swarm's proxy`)
 
     const samples: Sample[] = []
     const observers: RecordingClient[] = await Promise.all(Array.from({ length: 3 }, () => recordingClient(t, {
@@ -54,7 +52,7 @@ if (await requireBroker(t)) {
     const baseline = samples.filter((sample) => sample.at >= baselineFrom)
 
     const deployFrom = Date.now()
-    proxy.setUpstream(next.port)
+    await swarm.nextUpstream()
     leaving.child.signal('SIGTERM')
     await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 30_000)
     const deployTook = Date.now() - deployFrom

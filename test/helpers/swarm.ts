@@ -9,6 +9,8 @@ export interface Swarm {
   progress: () => SwarmProgress
   /** Waits until `condition` holds for the swarm's counts. */
   until: (condition: (progress: SwarmProgress) => boolean, what: string, timeoutMs: number) => Promise<void>
+  /** Switches the swarm's proxy to the next upstream; resolves once it has. */
+  nextUpstream: () => Promise<void>
   /** Waits for the final report (every client got the last event of every publisher), then for the swarm to exit. */
   report: (timeoutMs: number) => Promise<SwarmClientReport[]>
 }
@@ -25,8 +27,14 @@ export async function startSwarm (t: Test, config: SwarmConfig, timeoutMs = 60_0
   }
   await waitFor(() => lines().some((line) => 'ready' in line), { what: `${config.count} clients of the swarm to connect and subscribe`, timeoutMs })
   const progress = (): SwarmProgress => (lines().filter((line) => 'progress' in line).at(-1)?.progress as SwarmProgress | undefined) ?? { open: 0, disconnected: 0, resumed: 0, unrecovered: 0, done: 0, errors: {}, closes: {} }
+  let switches = 0
   return {
     progress,
+    nextUpstream: async () => {
+      const expected = ++switches
+      child.signal('SIGUSR2')
+      await waitFor(() => lines().some((line) => line.upstream === expected), { what: `the swarm's proxy to switch to upstream ${expected}` })
+    },
     until: (condition, what, timeout) => waitFor(() => condition(progress()), { what, timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) }),
     report: async (timeout) => {
       await waitFor(() => lines().some((line) => 'report' in line), { what: 'the swarm\'s report (every client got every publisher\'s last event)', timeoutMs: timeout, intervalMs: 50, detail: () => JSON.stringify(progress()) })
