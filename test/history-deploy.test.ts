@@ -54,7 +54,9 @@ if (await requireBroker(t)) {
     const deployFrom = Date.now()
     await swarm.nextUpstream()
     leaving.child.signal('SIGTERM')
-    await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 30_000)
+    await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 30_000).catch(async (error: Error) => {
+      throw new Error(`${error.message}; the next instance's stats: ${JSON.stringify(await next.stats().catch(String))}`)
+    })
     const deployTook = Date.now() - deployFrom
     const during = samples.filter((sample) => sample.at >= deployFrom)
     t.equal(await leaving.child.exited('the old instance to exit', 10_000), 0, 'the old instance closed and exited')

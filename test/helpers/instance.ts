@@ -14,6 +14,8 @@ export interface Instance {
   /** ws:// URL of the instance itself (the tests' clients go through the proxy instead). */
   url: string
   child: ChildRun
+  /** The instance's `eventSocket.stats()`, over HTTP. */
+  stats: () => Promise<Record<string, unknown>>
 }
 
 /**
@@ -48,7 +50,8 @@ export async function startInstance (t: Test, options: EventSocketOptions): Prom
     await runInstance(${JSON.stringify(config)})
   `)
   const { port, pid } = await child.firstLine as { port: number, pid: number }
-  return { port, pid, url: `ws://127.0.0.1:${port}/events`, child }
+  const stats = async (): Promise<Record<string, unknown>> => await (await fetch(`http://127.0.0.1:${port}/stats`, { signal: AbortSignal.timeout(5000) })).json() as Record<string, unknown>
+  return { port, pid, url: `ws://127.0.0.1:${port}/events`, child, stats }
 }
 
 /**
