@@ -24,6 +24,9 @@ export class MemoryHistory implements BusHistory {
   #head = -1
   /** Cursors waiting for the next message. */
   readonly #waiting = new Set<() => void>()
+  /** Open cursors, closed with the bus. */
+  readonly #cursors = new Set<HistoryCursor>()
+  #closed = false
 
   constructor (limits: ResolvedHistoryOptions) {
     this.#limits = limits
@@ -49,12 +52,18 @@ export class MemoryHistory implements BusHistory {
     return retained.message
   }
 
+  /** Closes every open cursor (the bus is closing). */
+  close (): void {
+    this.#closed = true
+    for (const cursor of this.#cursors) cursor.close()
+  }
+
   read (from: number): HistoryCursor {
     let next = Math.max(0, from)
-    let closed = false
+    let closed = this.#closed
     let wake: (() => void) | undefined
     const history = this
-    return {
+    const cursor: HistoryCursor = {
       async next (): Promise<BusMessage> {
         for (;;) {
           if (closed) throw new ClosedError()
@@ -73,11 +82,14 @@ export class MemoryHistory implements BusHistory {
       },
       close (): void {
         closed = true
+        history.#cursors.delete(cursor)
         if (wake === undefined) return
         history.#waiting.delete(wake)
         wake()
       }
     }
+    if (!closed) this.#cursors.add(cursor)
+    return cursor
   }
 
   format (offset: number): string {

@@ -58,5 +58,6 @@ export class MemoryBus implements Bus {
 
   async close (): Promise<void> {
     this.#closed = true
+    this.#history?.close()
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'tstyche'
-import type { Bus, BusHealth, BusMessage, Deliver, EventSocketOptions } from 'fastify-event-socket'
+import type { Bus, BusHealth, BusHistory, BusMessage, Deliver, EventSocketOptions, HistoryCursor } from 'fastify-event-socket'
 import { busContract, type BusContractOptions, type ContractTest } from 'fastify-event-socket/bus-contract'
 
 // Bus and BusMessage are exported for those who write their own bus: this one
@@ -43,9 +43,23 @@ describe('Bus', () => {
   })
 })
 
+describe('BusHistory', () => {
+  test('a bus may keep a history, and need not', () => {
+    expect<Bus['history']>().type.toBe<BusHistory | undefined>()
+    expect<Omit<RecordingBus, 'history'>>().type.toBeAssignableTo<Bus>()
+  })
+
+  test('a history reads from an offset, formats and parses positions', () => {
+    expect<BusHistory['read']>().type.toBe<(from: number) => HistoryCursor>()
+    expect<BusHistory['parse']>().type.toBe<(pos: string) => number | undefined>()
+    expect<BusHistory['oldest']>().type.toBe<() => Promise<number>>()
+    expect<HistoryCursor['next']>().type.toBe<() => Promise<BusMessage>>()
+  })
+})
+
 describe('BusMessage and BusHealth', () => {
-  test('BusMessage carries the id, concrete topic, time and encoded payload', () => {
-    expect<BusMessage>().type.toBe<{ id: string, topic: string, time: number, payload: Buffer }>()
+  test('BusMessage carries the id, concrete topic, time and encoded payload, and its offset in a history', () => {
+    expect<BusMessage>().type.toBe<{ id: string, topic: string, time: number, payload: Buffer, offset?: number }>()
   })
 
   test('BusHealth reports the kind, state and the publishes in flight', () => {

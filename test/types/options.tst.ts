@@ -34,6 +34,7 @@ describe('the plugin', () => {
     expect(app.register).type.not.toBeCallableWith(eventSocket, { broker: 'amqp://127.0.0.1' })
     expect(app.register).type.not.toBeCallableWith(eventSocket, { maxConection: 10 })
     expect(app.register).type.not.toBeCallableWith(eventSocket, { path: '/ws', windw: 64 })
+    expect(app.register).type.not.toBeCallableWith(eventSocket, { history: { maxAge: 1 } })
   })
 })
 
@@ -58,6 +59,10 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxPatternWildcards: 0, maxEventDepth: 64 })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ maxPatternWildcards: '1' })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ revocationTtlMs: '1d' })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ history: true })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ history: { maxAgeMs: 3_600_000, maxBytes: 1, maxReplays: 4 } })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ history: 'on' })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ history: { maxAgeMs: '1h' } })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
   })
