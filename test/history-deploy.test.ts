@@ -43,7 +43,8 @@ if (await requireBroker(t)) {
       patterns: ['orders.#'],
       onEvent: (_, stamp) => { samples.push({ at: Date.now(), ms: Date.now() - stamp.at }) }
     })))
-    const publishers = startPublishers(t, publishing.app, { batch: 2, pauseMs: 20, topic: (n) => `orders.${n % CUSTOMERS}.paid`, sentinels: topics })
+    // About 50 events a second: each replay reads every event since its client's position, matching or not.
+    const publishers = startPublishers(t, publishing.app, { batch: 1, pauseMs: 40, topic: (n) => `orders.${n % CUSTOMERS}.paid`, sentinels: topics })
 
     await delay(1000)
     const baselineFrom = Date.now()
@@ -54,7 +55,7 @@ if (await requireBroker(t)) {
     const deployFrom = Date.now()
     await swarm.nextUpstream()
     leaving.child.signal('SIGTERM')
-    await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 30_000).catch(async (error: Error) => {
+    await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 45_000).catch(async (error: Error) => {
       throw new Error(`${error.message}; the next instance's stats: ${JSON.stringify(await next.stats().catch(String))}`)
     })
     const deployTook = Date.now() - deployFrom
