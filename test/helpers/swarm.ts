@@ -26,7 +26,7 @@ export async function startSwarm (t: Test, config: SwarmConfig, timeoutMs = 60_0
     return out.slice(0, out.lastIndexOf('\n') + 1).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
   }
   await waitFor(() => lines().some((line) => 'ready' in line), { what: `${config.count} clients of the swarm to connect and subscribe`, timeoutMs })
-  const progress = (): SwarmProgress => (lines().filter((line) => 'progress' in line).at(-1)?.progress as SwarmProgress | undefined) ?? { open: 0, states: {}, disconnected: 0, resumed: 0, unrecovered: 0, done: 0, errors: {}, closes: {}, failures: {} }
+  const progress = (): SwarmProgress => (lines().filter((line) => 'progress' in line).at(-1)?.progress as SwarmProgress | undefined) ?? { open: 0, states: {}, disconnected: 0, resumed: 0, unrecovered: 0, done: 0, errors: {}, closes: {}, failures: {}, lagMs: 0 }
   let switches = 0
   return {
     progress,
