@@ -1,0 +1,86 @@
+import t from 'tap'
+import { requireBroker } from './helpers/broker.js'
+import { deliveryReport } from './helpers/delivery-check.js'
+import { clusterOptions, startInstance } from './helpers/instance.js'
+import { startPublishers } from './helpers/publisher.js'
+import { recordingClient, type RecordingClient } from './helpers/resuming-client.js'
+import { startServer } from './helpers/server.js'
+import { startSwarm } from './helpers/swarm.js'
+import { delay } from './helpers/server.js'
+
+// A deploy with history on (docs/protocol.md section 6): the instance under
+// a thousand clients shuts down, and they all reconnect to the next one and
+// resume at once, while events keep being published. Every one of them must
+// end with every event exactly once; and the clients already on the next
+// instance, which did not disconnect, must keep their live latency: the
+// replays queue behind maxReplays, live delivery goes first.
+
+const CLIENTS = 1000
+const CUSTOMERS = 20
+const BASELINE_MS = 4000
+
+interface Sample { at: number, ms: number }
+
+function percentile (samples: Sample[], q: number): number {
+  const sorted = samples.map((sample) => sample.ms).sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN
+}
+
+if (await requireBroker(t)) {
+  t.test(`a deploy: ${CLIENTS} clients resume at once on the next instance, each gets every event exactly once, and the live latency of the others stays within 2x`, async (t) => {
+    const options = clusterOptions(t)
+    const [publishing, leaving, next] = await Promise.all([startServer(t, options), startInstance(t, options), startInstance(t, options)])
+    const token = publishing.sign({ sub: 'deploy', role: 'admin' })
+    // Each customer's events go to one client in CUSTOMERS, so that the thousand get a few events a second each.
+    const topics = Array.from({ length: CUSTOMERS }, (_, c) => `orders.${c}.paid`)
+    const swarm = await startSwarm(t, { upstreams: [leaving.port, next.port], token, count: CLIENTS, patterns: topics.map((_, c) => `*.${c}.paid`), publishers: 2 })
+    t.pass(`${CLIENTS} clients subscribed through the swarm's proxy`)
+
+    const samples: Sample[] = []
+    const observers: RecordingClient[] = await Promise.all(Array.from({ length: 3 }, () => recordingClient(t, {
+      url: next.url,
+      token,
+      patterns: ['orders.#'],
+      onEvent: (_, stamp) => { samples.push({ at: Date.now(), ms: Date.now() - stamp.at }) }
+    })))
+    // About 50 events a second: each replay reads every event since its client's position, matching or not.
+    const publishers = startPublishers(t, publishing.app, { batch: 1, pauseMs: 40, topic: (n) => `orders.${n % CUSTOMERS}.paid`, sentinels: topics })
+
+    await delay(1000)
+    const baselineFrom = Date.now()
+    // Latency is measured over time, not awaited: this is the measurement's duration, not a wait for an outcome.
+    await delay(BASELINE_MS)
+    const baseline = samples.filter((sample) => sample.at >= baselineFrom)
+
+    const deployFrom = Date.now()
+    await swarm.nextUpstream()
+    leaving.child.signal('SIGTERM')
+    await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 45_000).catch(async (error: Error) => {
+      throw new Error(`${error.message}; the next instance's stats: ${JSON.stringify(await next.stats().catch(String))}`)
+    })
+    const deployTook = Date.now() - deployFrom
+    const during = samples.filter((sample) => sample.at >= deployFrom)
+    t.equal(await leaving.child.exited('the old instance to exit', 10_000), 0, 'the old instance closed and exited')
+
+    await publishers.stop()
+    t.same(publishers.failures, [], `no publish failed (${publishers.count()} published)`)
+    const report = await swarm.report(30_000)
+    t.equal(report.length, CLIENTS)
+    const failed = report.map((client, i) => ({ i, problem: deliveryReport(client.pattern, publishers.published, client.got.map(([p, n, topic]) => ({ p, n, topic }))) }))
+      .filter(({ problem }) => problem !== '')
+    t.same(failed.slice(0, 3), [], `every client got every matching event exactly once, in order (${failed.length} did not)`)
+    t.same(report.filter((client) => client.closes.length !== 1 || client.closes[0] !== 1001).map((client) => client.closes).slice(0, 3), [], 'each client was closed once, with 1001')
+    t.equal(report.filter((client) => client.resumes.length !== 1 || client.resumes[0] !== true).length, 0, 'each client resumed once, recovered')
+    t.same(report.flatMap((client) => client.errors).slice(0, 3), [], 'no client had an error')
+
+    for (const [i, observer] of observers.entries()) {
+      await observer.sentinels(2)
+      t.equal(observer.report(publishers.published), '', `observer ${i}: every event exactly once, in order`)
+      t.same(observer.disconnects, [], `observer ${i}: never disconnected`)
+    }
+    const [p50, p95, dp50, dp95] = [percentile(baseline, 0.5), percentile(baseline, 0.95), percentile(during, 0.5), percentile(during, 0.95)]
+    t.comment(`live latency: baseline p50 ${p50} ms p95 ${p95} ms (${baseline.length} samples); during the ${deployTook} ms resume of ${CLIENTS} clients p50 ${dp50} ms p95 ${dp95} ms (${during.length} samples)`)
+    t.ok(dp50 <= 2 * p50, `the live latency of the clients that stayed (median ${dp50} ms) within 2x its value without the deploy (${p50} ms)`)
+    t.ok(during.length > 0 && baseline.length > 0, 'latency was sampled before and during the deploy')
+  })
+}
