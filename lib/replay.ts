@@ -45,9 +45,7 @@ export class Replay {
   readonly #target: ReplayTarget
   readonly #starts = new Map<string, Start>()
   readonly #index = new TopicIndex<Start>()
-  /** The first offset to read. */
-  #from: number
-  /** Last offset read (`#from - 1` before the first). */
+  /** Last offset read (one before where it starts, before the first); reading goes on after it. */
   #position: number
   #sent = 0
   /** Messages read since the replay last let the event loop turn. */
@@ -60,7 +58,6 @@ export class Replay {
   constructor (host: ReplayHost, target: ReplayTarget, from: number) {
     this.#host = host
     this.#target = target
-    this.#from = from
     this.#position = from - 1
   }
 
@@ -99,11 +96,13 @@ export class Replay {
   /** Reads from `from` instead; only while nothing was sent. */
   rewind (from: number): void {
     if (!this.rewindable) throw new Error('a replay that sent events cannot start earlier')
-    this.#from = from
     this.#position = from - 1
-    if (this.#cursor === undefined) return
     // Reading had begun: start over from the new place.
-    this.#cursor.close()
+    this.#closeCursor()
+  }
+
+  #closeCursor (): void {
+    this.#cursor?.close()
     this.#cursor = undefined
   }
 
@@ -131,7 +130,10 @@ export class Replay {
       }
       if (!this.#target.hasRoom) {
         // The client has its window full: the slot goes to others meanwhile,
-        // so that clients that stop acking cannot hold every slot.
+        // so that clients that stop acking cannot hold every slot; and while
+        // others wait, so does the reader, so that the log's readers (stream
+        // consumers, and their files on the broker) stay within the cap.
+        if (slots.waiting > 0) this.#closeCursor()
         this.#slot.release()
         this.#slot = undefined
         if (!await this.#target.whenRoom()) return this.stop()
@@ -151,7 +153,7 @@ export class Replay {
       if (message === undefined || this.#state !== 'reading') continue
       const offset = message.offset as number
       // A gap: retention dropped what was there, unless the history skipped an invalid message.
-      if (offset > this.#position + 1 && await history.oldest() > this.#position + 1) return this.#fail('truncated')
+      if (offset > this.#position + 1 && !await history.retains(this.#position + 1)) return this.#fail('truncated')
       this.#position = offset
       if (this.#wanted(message)) this.#send(message)
       if (offset >= history.head) return this.#done()
@@ -160,7 +162,7 @@ export class Replay {
 
   /** The next message after the position, or undefined when the replay was rewound or stopped meanwhile. */
   async #read (): Promise<BusMessage | undefined> {
-    const cursor = this.#cursor ??= this.#host.history.read(this.#from)
+    const cursor = this.#cursor ??= this.#host.history.read(this.#position + 1)
     let message: BusMessage
     try {
       message = await cursor.next()

@@ -127,7 +127,7 @@ export class Resume {
     const here = this.#host.history.head
     return {
       finish: async () => {
-        if (since >= here || await this.#host.history.oldest() <= since + 1) return { recovered: true }
+        if (since >= here || await this.#host.history.retains(since + 1)) return { recovered: true }
         // Gone: this pattern is live from here on; the others keep their starts.
         replay.add(pattern, Math.max(here, replay.position))
         if (replay.rewindable) replay.rewind(replay.earliestStart + 1)
@@ -141,7 +141,7 @@ export class Resume {
   #rewinding (pattern: string, since: number, replay: Replay): Resuming {
     return {
       finish: async () => {
-        const retained = await this.#host.history.oldest() <= since + 1
+        const retained = await this.#host.history.retains(since + 1)
         if (retained && replay.rewindable && since >= this.#lastOffset) {
           replay.rewind(since + 1)
           replay.add(pattern, since)

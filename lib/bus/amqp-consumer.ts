@@ -28,6 +28,8 @@ export interface ConsumerOptions {
   onCancel: (channel: Channel) => void
   /** Consumes the history stream: deliveries carry their offset, redeliveries are told by it. */
   stream?: boolean
+  /** Told of every stream message taken, wanted or not (for the history's recent messages). */
+  taken?: (delivery: ConsumeMessage) => void
 }
 
 export class Consumer {
@@ -97,6 +99,7 @@ export class Consumer {
     if (offset !== undefined) {
       if (offset <= this.#head) return
       this.#head = offset
+      this.#options.taken?.(delivery)
       // Every event of the stream comes to every instance: what no pattern wants is not worth checking.
       if (!this.#options.accepts(delivery.fields.routingKey)) return
     }

@@ -5,6 +5,7 @@ import type { EventLimits } from '../publish.js'
 import { StreamCursor } from './amqp-cursor.js'
 import { streamOffset } from './amqp-message.js'
 import { StreamReader } from './amqp-stream-reader.js'
+import { RecentCursor, RecentMessages } from './amqp-recent.js'
 import type { BusHistory, HistoryCursor } from './types.js'
 
 // The RabbitMQ bus's history (docs/rabbitmq.md, history stream): the stream
@@ -25,10 +26,14 @@ export interface AmqpHistoryOptions {
   timeoutMs: number
   head: () => number
   limits: () => EventLimits
+  /** Bytes of the newest messages kept in memory for replays (amqp-recent.ts). */
+  recentBytes: number
 }
 
 export class AmqpHistory implements BusHistory {
-  readonly #cursors = new Set<StreamCursor>()
+  readonly #cursors = new Set<HistoryCursor>()
+  /** The newest messages the live path took, which most replays read instead of the stream. */
+  readonly recent: RecentMessages
   readonly #options: AmqpHistoryOptions
   readonly #tag: string
   /** The probe in flight, shared by every caller meanwhile. */
@@ -37,6 +42,7 @@ export class AmqpHistory implements BusHistory {
 
   constructor (options: AmqpHistoryOptions) {
     this.#options = options
+    this.recent = new RecentMessages(options.recentBytes)
     this.#tag = createHash('sha256').update(`${options.vhost}\0${options.stream}`).digest('hex').slice(0, 6)
   }
 
@@ -50,7 +56,22 @@ export class AmqpHistory implements BusHistory {
     return this.#oldest.promise
   }
 
+  async retains (offset: number): Promise<boolean> {
+    // Kept here, whatever retention did since: a replay reads it from memory.
+    const first = this.recent.firstOffset
+    if (first !== undefined && first <= offset) return true
+    return await this.oldest() <= offset
+  }
+
   read (from: number): HistoryCursor {
+    if (!this.recent.covers(from)) return this.#streamCursor(from)
+    const cursor = new RecentCursor(this.recent, from, this.#options.limits(), (at) => this.#streamCursor(at), (closed) => this.#cursors.delete(closed))
+    this.#cursors.add(cursor)
+    if (this.#closed) cursor.close()
+    return cursor
+  }
+
+  #streamCursor (from: number): HistoryCursor {
     const { connection, stream, timeoutMs, limits } = this.#options
     // RabbitMQ refuses a negative offset; the oldest retained message is what such a read means.
     const cursor = new StreamCursor({ connection, stream, from: Math.max(0, from), timeoutMs, limits: limits(), onClose: (closed) => this.#cursors.delete(closed) })

@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, Options } from 'amqplib'
+import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import type { FastifyBaseLogger } from 'fastify'
 import { TopicIndex } from '../client/topic-index.js'
 import { BrokerUnavailableError, ClosedError } from '../errors.js'
@@ -27,6 +27,9 @@ const PROBE_PREFETCH = 1000
 /** What the history needs from the bus, read when needed. */
 export type BusHooks = Pick<AmqpHistoryOptions, 'connection' | 'head' | 'limits'>
 
+/** Memory for the newest messages, read by replays instead of the stream: at most this much, and at most the retention's bytes. */
+const RECENT_BYTES = 32 * 1024 * 1024
+
 /** The history side of the bus: the stream, its declaration, where the live path reads it from, the local routes. */
 export class HistoryStream {
   readonly name: string
@@ -47,7 +50,8 @@ export class HistoryStream {
     this.name = `${broker.exchange}.history`
     const timeoutMs = broker.publishTimeoutMs
     this.routes = new LocalRoutes(timeoutMs)
-    this.history = new AmqpHistory({ ...bus, head: () => this.head, stream: this.name, vhost: vhostOf(broker.url ?? ''), timeoutMs })
+    const recentBytes = Math.min(RECENT_BYTES, options.maxBytes)
+    this.history = new AmqpHistory({ ...bus, head: () => this.head, stream: this.name, vhost: vhostOf(broker.url ?? ''), timeoutMs, recentBytes })
   }
 
   /** The newest offset the live path took, or, before it took any, the stream's end when the instance first consumed it. */
@@ -71,6 +75,9 @@ export class HistoryStream {
     log.debug({ stream: this.name, offset }, 'event socket: consuming the history stream')
     return [this.name, { arguments: { 'x-stream-offset': offset } }]
   }
+
+  /** The live consumer took `delivery`: kept for the replays that start from recent offsets. */
+  readonly taken = (delivery: ConsumeMessage): void => { this.history.recent.append(delivery) }
 
   /** The live consumer runs. */
   started (): void {

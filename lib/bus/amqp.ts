@@ -85,7 +85,7 @@ class AmqpBus implements Bus {
     this.#deliver = deliver
     const accepts = (topic: string): boolean => this.#bindings.accepts(topic)
     const stream = this.#stream !== undefined
-    this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel), stream })
+    this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel), stream, taken: this.#stream?.taken })
     const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.#connect(this.#sides[role])))
     const startMs = Math.min(this.#options.publishTimeoutMs, MAX_START_MS)
     let timer: NodeJS.Timeout | undefined

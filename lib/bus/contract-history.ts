@@ -120,7 +120,7 @@ export function historyContract (test: Test, kit: HistoryKit): void {
     })
   })
 
-  test('history: oldest() is a retained offset, at most that of a message just delivered', async () => {
+  test('history: oldest() is a retained offset, at most that of a message just delivered; retains() agrees', async () => {
     await withInstances(1, async (instance) => {
       const p = run()
       await instance.bus.bind(`${p}.#`)
@@ -130,6 +130,8 @@ export function historyContract (test: Test, kit: HistoryKit): void {
       assert.ok(Number.isSafeInteger(a) && a >= 0, `an offset: ${a}`)
       assert.ok(a <= (delivered?.offset as number), `${a} <= ${delivered?.offset}`)
       assert.equal(a, b, 'concurrent calls agree')
+      assert.equal(await history.retains(a), true, 'retains(oldest())')
+      assert.equal(await history.retains(delivered?.offset as number), true, 'retains the message just delivered')
       const cursor = history.read(a)
       try {
         const first = await within(cursor.next(), kit.timeoutMs, 'the oldest message')

@@ -41,6 +41,10 @@ export class MemoryHistory implements BusHistory {
     return this.#oldestOffset
   }
 
+  async retains (offset: number): Promise<boolean> {
+    return await this.oldest() <= offset
+  }
+
   /** Gives `message` the next offset and retains it; returns it with its offset. */
   append (message: BusMessage): BusMessage & { offset: number } {
     const retained = { message: { ...message, offset: ++this.#head }, bytes: message.payload.length + message.topic.length + message.id.length }

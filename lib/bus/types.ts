@@ -48,6 +48,13 @@ export interface BusHistory {
    * `FST_EVSOCK_BROKER_UNAVAILABLE` when the log cannot be asked in time.
    */
   oldest (): Promise<number>
+  /**
+   * Whether the message at `offset` (or, where there is none, the first
+   * after it) can still be read: `oldest() <= offset`, or answered without
+   * asking the log when the bus keeps recent messages itself. Rejects as
+   * `oldest` does.
+   */
+  retains (offset: number): Promise<boolean>
   /** Reads the retained messages from offset `from` on, in offset order, each with its `offset`. */
   read (from: number): HistoryCursor
   /** The client-facing position of `offset`: an opaque string. */

@@ -1,0 +1,149 @@
+import type { ConsumeMessage } from 'amqplib'
+import { ClosedError } from '../errors.js'
+import type { EventLimits } from '../publish.js'
+import { fromDelivery, streamOffset } from './amqp-message.js'
+import type { BusMessage, HistoryCursor } from './types.js'
+
+// The newest part of the history stream, as this instance's live consumer
+// took it, kept in memory (bounded by bytes). Replays read it instead of the
+// stream when it covers their start: a client resuming after a deploy or a
+// network blip asks for seconds-old events, and a thousand of them at once
+// would otherwise each open a consumer on the broker and read the same
+// chunks over the network, starving live delivery on both sides.
+
+interface Taken {
+  readonly offset: number
+  readonly delivery: ConsumeMessage
+  /** The message once checked (or why it is not an event): checked once, however many replays read it. */
+  checked?: BusMessage | string
+}
+
+export class RecentMessages {
+  readonly #maxBytes: number
+  /** Taken messages in offset order; `#entries[i]` has sequence number `#base + i`. */
+  #entries: Taken[] = []
+  #start = 0
+  #base = 0
+  #bytes = 0
+
+  constructor (maxBytes: number) {
+    this.#maxBytes = maxBytes
+  }
+
+  /** Sequence number of the next message to be taken. */
+  get end (): number {
+    return this.#base + this.#entries.length
+  }
+
+  /** Sequence number of the oldest message kept. */
+  get first (): number {
+    return this.#base + this.#start
+  }
+
+  /** Offset of the oldest message kept, or undefined while none is. */
+  get firstOffset (): number | undefined {
+    return this.#entries[this.#start]?.offset
+  }
+
+  /** The live consumer took `delivery` (every message of the stream, in order, wanted or not). */
+  append (delivery: ConsumeMessage): void {
+    const offset = streamOffset(delivery)
+    if (offset === undefined) return
+    this.#entries.push({ offset, delivery })
+    this.#bytes += bytesOf(delivery)
+    while (this.#bytes > this.#maxBytes && this.#entries.length - this.#start > 1) {
+      this.#bytes -= bytesOf((this.#entries[this.#start] as Taken).delivery)
+      this.#entries[this.#start++] = undefined as unknown as Taken
+    }
+    if (this.#start > 1024 && this.#start * 2 > this.#entries.length) {
+      this.#entries = this.#entries.slice(this.#start)
+      this.#base += this.#start
+      this.#start = 0
+    }
+  }
+
+  /** Whether a read from `from` can start here: the oldest kept is at or before it. */
+  covers (from: number): boolean {
+    const first = this.firstOffset
+    return first !== undefined && from >= first
+  }
+
+  /** Sequence number of the first message kept at or after `offset` (the end when there is none yet). */
+  seqOf (offset: number): number {
+    let low = this.#start
+    let high = this.#entries.length
+    while (low < high) {
+      const middle = (low + high) >>> 1
+      if ((this.#entries[middle] as Taken).offset < offset) low = middle + 1
+      else high = middle
+    }
+    return this.#base + low
+  }
+
+  at (seq: number): Taken | undefined {
+    return seq < this.first ? undefined : this.#entries[seq - this.#base]
+  }
+}
+
+function bytesOf (delivery: ConsumeMessage): number {
+  // The body, and about what amqplib keeps per message besides it.
+  return delivery.content.length + 512
+}
+
+/**
+ * A history cursor over the recent messages; once they do not hold its next
+ * message (it fell behind what is kept, or read all there is), it goes on
+ * from the stream itself, through `fallBack`, which also waits for what is
+ * published next and fails as stream cursors do while the broker is away.
+ */
+export class RecentCursor implements HistoryCursor {
+  readonly #recent: RecentMessages
+  readonly #limits: EventLimits
+  readonly #fallBack: (from: number) => HistoryCursor
+  readonly #onClose: (cursor: RecentCursor) => void
+  #seq: number
+  /** Offset of the last message handed out or skipped. */
+  #last: number
+  #stream: HistoryCursor | undefined
+  #closed = false
+
+  constructor (recent: RecentMessages, from: number, limits: EventLimits, fallBack: (from: number) => HistoryCursor, onClose: (cursor: RecentCursor) => void) {
+    this.#recent = recent
+    this.#limits = limits
+    this.#fallBack = fallBack
+    this.#onClose = onClose
+    this.#seq = recent.seqOf(from)
+    this.#last = from - 1
+  }
+
+  async next (): Promise<BusMessage> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError()
+      if (this.#stream !== undefined) return await this.#stream.next()
+      const taken = this.#recent.at(this.#seq)
+      if (taken === undefined) {
+        this.#stream = this.#fallBack(this.#last + 1)
+        continue
+      }
+      this.#seq++
+      this.#last = taken.offset
+      const message = taken.checked ??= this.#check(taken)
+      // What is not a valid event is skipped, as the live path drops it.
+      if (typeof message === 'string') continue
+      return message
+    }
+  }
+
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stream?.close()
+    this.#onClose(this)
+  }
+
+  #check ({ delivery, offset }: Taken): BusMessage | string {
+    const message = fromDelivery(delivery, this.#limits)
+    if (typeof message !== 'string') message.offset = offset
+    return message
+  }
+}
