@@ -209,17 +209,13 @@ export class Connection implements RequestContext {
   }
 
   #resumeIn (replays: ReplayHost): Resume {
-    const stream = this.#stream
     return new Resume(replays, {
-      stream,
+      stream: this.#stream,
       patterns: () => this.#host.subscriptions.patternsOf(this),
-      target: {
-        format: this.format,
-        whenRoom: () => stream.whenRoom(),
-        failed: (reason) => {
-          this.#host.log.warn({ session: this.session, user: this.#user.sub, reason }, 'event socket: a replay could not go on; the client is told to resume again')
-          this.close(CloseCode.TryAgainLater, 'resume again')
-        }
+      format: this.format,
+      failed: (reason) => {
+        this.#host.log.warn({ session: this.session, user: this.#user.sub, reason }, 'event socket: a replay could not go on; the client is told to resume again')
+        this.close(CloseCode.TryAgainLater, 'resume again')
       }
     })
   }

@@ -75,11 +75,12 @@ export class OutboundStream {
    */
   whenRoom (): Promise<boolean> {
     if (this.#stopped) return Promise.resolve(false)
-    if (this.#hasRoom) return Promise.resolve(true)
+    if (this.hasRoom) return Promise.resolve(true)
     return new Promise((resolve) => { this.#roomWaiter = resolve })
   }
 
-  get #hasRoom (): boolean {
+  /** An event pushed now would be sent at once. */
+  get hasRoom (): boolean {
     return this.#pending === undefined && this.#sent - this.#acked < this.#limits.window
   }
 
@@ -114,7 +115,7 @@ export class OutboundStream {
     this.#acked = seq
     if (this.#offsets !== undefined) this.#ackedOffset = this.#offsets[seq % this.#limits.window] as number
     this.#drain()
-    if (this.#roomWaiter !== undefined && this.#hasRoom) this.#wake(true)
+    if (this.#roomWaiter !== undefined && this.hasRoom) this.#wake(true)
     return 'moved'
   }
 

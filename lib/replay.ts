@@ -12,7 +12,9 @@ import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
 /** What a replay writes to: the connection's outbound stream, as far as the replay needs it. */
 export interface ReplayTarget {
   readonly format: Format
-  /** Resolves true once an event would be sent at once, false once the stream stopped. */
+  /** An event would be sent at once (the window has room and nothing waits behind it). */
+  readonly hasRoom: boolean
+  /** Resolves true once it has room, false once the stream stopped. */
   whenRoom (): Promise<boolean>
   /** Sends a replayed event. */
   replayed (event: OutboundEvent): void
@@ -44,8 +46,9 @@ export class Replay {
   /** Last offset read (`#from - 1` before the first). */
   #position: number
   #sent = 0
-  #state: 'waiting' | 'queued' | 'reading' | 'stopped' = 'waiting'
-  #releaseSlot: (() => void) | undefined
+  #state: 'waiting' | 'reading' | 'stopped' = 'waiting'
+  /** The slot it holds or waits for; given up while the client's window is full and others wait. */
+  #slot: Slot | undefined
   #cursor: HistoryCursor | undefined
 
   constructor (host: ReplayHost, target: ReplayTarget, from: number) {
@@ -101,49 +104,58 @@ export class Replay {
   /** Takes a slot (waiting for one when all are taken), then reads. */
   start (): void {
     if (this.#state !== 'waiting') return
-    this.#state = 'queued'
-    this.#releaseSlot = this.#host.slots.take(() => {
-      this.#state = 'reading'
-      this.#run().catch(() => { this.#fail('unavailable') })
-    })
+    this.#state = 'reading'
+    this.#run().catch(() => { this.#fail('unavailable') })
   }
 
   stop (): void {
     this.#state = 'stopped'
     this.#cursor?.close()
-    this.#releaseSlot?.()
-    this.#releaseSlot = undefined
+    this.#slot?.release()
+    this.#slot = undefined
   }
 
   async #run (): Promise<void> {
-    const { history } = this.#host
-    let firstRead = true
+    const { history, slots } = this.#host
     while (this.#state === 'reading') {
-      if (!await this.#target.whenRoom()) return this.stop()
+      if (this.#slot === undefined) {
+        const slot = this.#slot = slots.acquire()
+        await slot.taken
+        if (this.#state !== 'reading') return
+      }
+      if (!this.#target.hasRoom) {
+        // The client has its window full: the slot goes to others meanwhile,
+        // so that clients that stop acking cannot hold every slot.
+        this.#slot.release()
+        this.#slot = undefined
+        if (!await this.#target.whenRoom()) return this.stop()
+        continue
+      }
       // Caught up already (an idle history, or one read by an earlier pass).
       if (this.#position >= history.head) return this.#done()
-      if (this.#cursor === undefined) {
-        this.#cursor = history.read(this.#from)
-        firstRead = true
-      }
-      const cursor = this.#cursor
-      let message: BusMessage
-      try {
-        message = await cursor.next()
-      } catch (err) {
-        if (this.#cursor !== cursor) continue // rewound meanwhile
-        throw err
-      }
-      if (this.#state !== 'reading') return
-      if (this.#cursor !== cursor) continue
+      const message = await this.#read()
+      if (message === undefined || this.#state !== 'reading') continue
       const offset = message.offset as number
-      if (offset <= this.#position) continue
-      if (firstRead && offset > this.#from && await history.oldest() > this.#from) return this.#fail('truncated')
-      firstRead = false
+      // A gap: retention dropped what was there, unless the history skipped an invalid message.
+      if (offset > this.#position + 1 && await history.oldest() > this.#position + 1) return this.#fail('truncated')
       this.#position = offset
       if (this.#wanted(message)) this.#send(message)
       if (offset >= history.head) return this.#done()
     }
+  }
+
+  /** The next message after the position, or undefined when the replay was rewound or stopped meanwhile. */
+  async #read (): Promise<BusMessage | undefined> {
+    const cursor = this.#cursor ??= this.#host.history.read(this.#from)
+    let message: BusMessage
+    try {
+      message = await cursor.next()
+    } catch (err) {
+      if (this.#cursor !== cursor || this.#state !== 'reading') return undefined
+      throw err
+    }
+    if (this.#cursor !== cursor || (message.offset as number) <= this.#position) return undefined
+    return message
   }
 
   #wanted (message: BusMessage): boolean {
@@ -173,7 +185,13 @@ export class Replay {
   }
 }
 
-/** The cap on replays running at once on an instance (`history.maxReplays`); the rest wait in arrival order. */
+/** One replay's place in the cap: taken once `taken` resolves; `release` gives it back, or leaves the queue. */
+export interface Slot {
+  readonly taken: Promise<void>
+  release (): void
+}
+
+/** The cap on replays reading at once on an instance (`history.maxReplays`); the rest wait in arrival order. */
 export class ReplaySlots {
   #free: number
   readonly #waiting = new Set<() => void>()
@@ -182,38 +200,45 @@ export class ReplaySlots {
     this.#free = max
   }
 
+  /** Replays waiting for a slot. */
   get waiting (): number {
     return this.#waiting.size
   }
 
-  /** Calls `run` once a slot is free (maybe at once). The returned function gives the slot back, or leaves the queue; call it once. */
-  take (run: () => void): () => void {
+  acquire (): Slot {
     let held = false
     let done = false
-    const begin = (): void => {
-      held = true
-      run()
-    }
+    let grant: () => void = () => {}
+    const taken = new Promise<void>((resolve) => {
+      grant = () => {
+        held = true
+        resolve()
+      }
+    })
     if (this.#free > 0) {
       this.#free--
-      begin()
+      grant()
     } else {
-      this.#waiting.add(begin)
+      this.#waiting.add(grant)
     }
-    return () => {
-      if (done) return
-      done = true
-      if (!held) {
-        this.#waiting.delete(begin)
-        return
+    return {
+      taken,
+      release: () => {
+        if (done) return
+        done = true
+        if (held) this.#handOn()
+        else this.#waiting.delete(grant)
       }
-      const next = this.#waiting.values().next()
-      if (next.done === true) {
-        this.#free++
-        return
-      }
-      this.#waiting.delete(next.value)
-      next.value()
     }
+  }
+
+  #handOn (): void {
+    const next = this.#waiting.values().next()
+    if (next.done === true) {
+      this.#free++
+      return
+    }
+    this.#waiting.delete(next.value)
+    next.value()
   }
 }

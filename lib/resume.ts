@@ -26,7 +26,9 @@ export interface Resuming {
 
 export interface ResumeConnection {
   readonly stream: OutboundStream
-  readonly target: Omit<ReplayTarget, 'replayed' | 'caughtUp'>
+  readonly format: ReplayTarget['format']
+  /** A replay cannot go on (the client is to resume again). */
+  failed: ReplayTarget['failed']
   /** Patterns the connection holds (the one being subscribed included, once it is in place). */
   patterns (): string[]
 }
@@ -153,13 +155,15 @@ export class Resume {
   }
 
   #target (): ReplayTarget {
-    const { target, stream } = this.#connection
+    const connection = this.#connection
+    const { stream } = connection
     return {
-      format: target.format,
-      whenRoom: () => target.whenRoom(),
+      format: connection.format,
+      get hasRoom () { return stream.hasRoom },
+      whenRoom: () => stream.whenRoom(),
       failed: (reason) => {
         this.#replay = undefined
-        target.failed(reason)
+        connection.failed(reason)
       },
       replayed: (event) => {
         this.#lastOffset = event.offset

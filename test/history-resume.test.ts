@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
-import { waitFor } from './helpers/wait.js'
+import { waitFor, within } from './helpers/wait.js'
+import { ReplaySlots } from '../lib/replay.js'
 
 // Resuming with `since` on the in-process bus's history (docs/protocol.md
 // section 6), on the wire: what the server replays, where the seam falls,
@@ -176,7 +177,7 @@ test('4008 with history on names where to resume: the last acknowledged event', 
   const acked = client.events()[0]?.pos as string
   // Not acked from here: two fill the window, four overflow the pending queue of 3.
   for (let i = 2; i < 12; i++) server.app.publish(`s.${i}`, {}).catch(() => {})
-  const closed = await client.closed
+  const closed = await within(client.closed, { what: 'the 4008 close' })
   t.equal(closed.code, 4008)
   t.equal(closed.reason, `slow consumer; resume after ${acked}`)
 })
@@ -198,7 +199,7 @@ test('MessagePack events carry pos too, and resume the same way', async (t) => {
   t.same(await idsUntil(second, missed[1] as string), missed)
 })
 
-test('beyond maxReplays, resuming connections wait their turn, and each gets all it missed', async (t) => {
+test('a resuming client that stops acking holds no replay slot: with maxReplays 1 the next one replays in full', async (t) => {
   const server = await startServer(t, { history: { maxReplays: 1 }, window: 2 })
   const first = await openClient(t, server)
   first.ackEach()
@@ -207,19 +208,67 @@ test('beyond maxReplays, resuming connections wait their turn, and each gets all
   await idsUntil(first, zero as string)
   const since = first.events()[0]?.pos as string
   const missed = await publishAll(server, Array.from({ length: 10 }, (_, i) => `r.${i + 1}`))
-  // The first does not ack yet: its replay holds the only slot with its window full.
-  const a = await openClient(t, server)
-  const b = await openClient(t, server)
-  b.ackEach()
-  await sub(a, 'r.*', since)
-  await waitFor(() => a.events().length === 2, { what: 'the first window of the first replay' })
-  await sub(b, 'r.*', since)
-  t.equal((await sub(b, 'other.*')).op, 'ok')
-  t.equal(b.events().length, 0, 'the second waits while the first holds the slot')
-  a.ackEach()
-  a.send({ op: 'ack', seq: 2 })
-  t.same(await idsUntil(a, missed[9] as string), missed)
-  t.same(await idsUntil(b, missed[9] as string), missed, 'then the second replays in full')
+  const stalled = await openClient(t, server)
+  await sub(stalled, 'r.*', since)
+  await waitFor(() => stalled.events().length === 2, { what: 'the stalled client\'s first window' })
+  const next = await openClient(t, server)
+  next.ackEach()
+  await sub(next, 'r.*', since)
+  t.same(await idsUntil(next, missed[9] as string), missed, 'replayed while the other sits on a full window')
+  stalled.ackEach()
+  stalled.send({ op: 'ack', seq: 2 })
+  t.same(await idsUntil(stalled, missed[9] as string), missed, 'and the stalled one finishes once it acks')
+})
+
+test('replay slots: at most maxReplays taken, the rest served in arrival order, a cancelled wait leaves the queue', async (t) => {
+  const slots = new ReplaySlots(2)
+  const order: string[] = []
+  const a = slots.acquire()
+  const b = slots.acquire()
+  const c = slots.acquire()
+  const d = slots.acquire()
+  const e = slots.acquire()
+  for (const [name, slot] of Object.entries({ a, b, c, d, e })) slot.taken.then(() => order.push(name), () => {})
+  await Promise.resolve()
+  t.same(order, ['a', 'b'])
+  t.equal(slots.waiting, 3)
+  d.release()
+  t.equal(slots.waiting, 2, 'd left the queue')
+  a.release()
+  a.release()
+  await Promise.resolve()
+  t.same(order, ['a', 'b', 'c'], 'one release hands on one slot, however often it is called')
+  b.release()
+  await Promise.resolve()
+  t.same(order, ['a', 'b', 'c', 'e'])
+  c.release()
+  e.release()
+  const f = slots.acquire()
+  const g = slots.acquire()
+  const h = slots.acquire()
+  await Promise.resolve()
+  t.equal(slots.waiting, 1, 'two free again after every holder released')
+  for (const slot of [f, g, h]) slot.release()
+})
+
+test('retention trimming what a running replay still has to read closes the socket with 1013', async (t) => {
+  const server = await startServer(t, { history: { maxBytes: 3000 }, window: 1 })
+  const first = await openClient(t, server)
+  first.ackEach()
+  await sub(first, 't.*')
+  const [zero] = await publishAll(server, ['t.0'])
+  await idsUntil(first, zero as string)
+  const since = first.events()[0]?.pos as string
+  first.ws.terminate()
+  await publishAll(server, Array.from({ length: 10 }, (_, i) => `t.${i + 1}`))
+  const second = await openClient(t, server)
+  t.equal((await sub(second, 't.*', since)).recovered, true)
+  await waitFor(() => second.events().length === 1, { what: 'the first replayed event (window 1, not acked)' })
+  // While it waits for the ack, enough is published to push the rest of its range out of 3000 bytes.
+  await publishAll(server, Array.from({ length: 60 }, (_, i) => `other.${i}`))
+  second.send({ op: 'ack', seq: 1 })
+  const closed = await within(second.closed, { what: 'the close of the socket whose replay lost its events' })
+  t.same(closed, { code: 1013, reason: 'resume again' })
 })
 
 test('an unsub during a replay ends that pattern\'s part of it; a sub without since joins it from now', async (t) => {
