@@ -2,7 +2,7 @@
 // own, so that no stream an earlier run left bound to a shared exchange
 // writes every event of a history-off run; and all of it is deleted after.
 import { randomBytes } from 'node:crypto'
-import { connect } from 'amqplib'
+import { connect, type Channel, type ChannelModel } from 'amqplib'
 import { AMQP_URL, BENCH_EXCHANGE } from './config.js'
 
 /** What the plugin names its history stream (docs/rabbitmq.md). */
@@ -18,31 +18,54 @@ const STREAM_ARGUMENTS = {
 }
 
 /**
- * Runs `body` with a fresh exchange name. With `unreadStream`, a stream is
- * bound to the exchange with '#' first and nobody reads it: the broker writes
- * every event to it, which is all that history adds to the live path of a
- * design that reads the stream only to resume.
+ * A fresh exchange name, deleted with what the plugin or the bench bound to
+ * it. With `unreadStream`, a stream is bound to the exchange with '#' first
+ * and nobody reads it: the broker writes every event to it, which is all that
+ * history adds to the live path of a design that reads the stream only to
+ * resume.
  */
-export async function withExchange<T> (unreadStream: boolean, body: (exchange: string) => Promise<T>): Promise<T> {
-  const exchange = `${BENCH_EXCHANGE}.history.${randomBytes(4).toString('hex')}`
-  const unread = `${exchange}.unread`
-  const connection = await connect(AMQP_URL)
-  try {
-    const channel = await connection.createChannel()
+export class BenchExchange {
+  readonly name = `${BENCH_EXCHANGE}.history.${randomBytes(4).toString('hex')}`
+  readonly #unread = `${this.name}.unread`
+  readonly #connection: ChannelModel
+  readonly #channel: Channel
+
+  private constructor (connection: ChannelModel, channel: Channel) {
+    this.#connection = connection
+    this.#channel = channel
+  }
+
+  static async create (unreadStream: boolean): Promise<BenchExchange> {
+    const connection = await connect(AMQP_URL)
+    const exchange = new BenchExchange(connection, await connection.createChannel())
     if (unreadStream) {
-      await channel.assertExchange(exchange, 'topic', { durable: true })
-      await channel.assertQueue(unread, { durable: true, arguments: STREAM_ARGUMENTS })
-      await channel.bindQueue(unread, exchange, '#')
+      const channel = exchange.#channel
+      await channel.assertExchange(exchange.name, 'topic', { durable: true })
+      await channel.assertQueue(exchange.#unread, { durable: true, arguments: STREAM_ARGUMENTS })
+      await channel.bindQueue(exchange.#unread, exchange.name, '#')
     }
+    return exchange
+  }
+
+  /** After the servers using it have stopped. */
+  async delete (): Promise<void> {
     try {
-      return await body(exchange)
-    } finally {
       // Deleting a queue that does not exist is no error in RabbitMQ.
-      await channel.deleteQueue(unread)
-      await channel.deleteQueue(historyStreamOf(exchange))
-      await channel.deleteExchange(exchange)
+      await this.#channel.deleteQueue(this.#unread)
+      await this.#channel.deleteQueue(historyStreamOf(this.name))
+      await this.#channel.deleteExchange(this.name)
+    } finally {
+      await this.#connection.close()
     }
+  }
+}
+
+/** Runs `body` with a fresh exchange (see BenchExchange), deleted afterwards. */
+export async function withExchange<T> (unreadStream: boolean, body: (exchange: string) => Promise<T>): Promise<T> {
+  const exchange = await BenchExchange.create(unreadStream)
+  try {
+    return await body(exchange.name)
   } finally {
-    await connection.close()
+    await exchange.delete()
   }
 }

@@ -5,20 +5,22 @@
 // stream bound '#' that the broker writes every event to and nobody reads
 // until a client resumes).
 import { setTimeout as sleep } from 'node:timers/promises'
-import { withExchange } from '../lib/amqp-topology.js'
+import { BenchExchange } from '../lib/amqp-topology.js'
 import { brokerCpu } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
-import { withPeer, type Deployment } from '../lib/deploy.js'
+import { Deployment } from '../lib/deploy.js'
 import { throughput } from '../lib/measure.js'
 import type { LatencySummary } from '../lib/hist.js'
 import type { PeerName } from '../lib/peers.js'
-import type { Cell, Context, Table } from '../lib/results.js'
+import { peersOf, type Cell, type Context, type Table } from '../lib/results.js'
 import { ackEvery } from './fanout.js'
 import { ms } from './latency.js'
 
 const SIZE = 128
 const FANOUT_SUBS = 1000
 const BURSTS = [1, 20]
+/** Samples of each point per variant (one with --quick); the tables give their medians. */
+const ROUNDS = 3
 /**
  * The fixed-rate points, by subscribers. 1,000 events/s to 1,000
  * subscribers (a million frames/s) is past what one core fans out one event
@@ -85,47 +87,118 @@ async function fixedRate (deployment: Deployment, rate: number, warmup: number, 
   }
 }
 
-async function measure (context: Context, variant: Variant, exchange: string | undefined): Promise<Measured> {
-  const { args } = context
-  const seconds = args.quick ? Math.min(1, args.latencySeconds) : args.latencySeconds
-  const measured: Measured = { fanout: new Map(), rates: new Map() }
-  const options = { history: variant.history, ...(exchange === undefined ? {} : { exchange }) }
-  await withPeer(variant.peer, options, async (deployment) => {
-    let connected = 0
-    for (const { subs, rates } of POINTS) {
-      await deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
-      connected = subs
-      for (const rate of rates) measured.rates.set(rateKey(subs, rate), await fixedRate(deployment, rate, args.warmup, seconds))
-    }
-    await deployment.connect(FANOUT_SUBS - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
-    for (const burst of BURSTS) {
-      const brokerBefore = brokerCpu()
-      const result = await throughput(deployment, { burst, size: SIZE, topic: FANOUT_TOPIC }, args)
-      const broker = delta(brokerCpu(), brokerBefore)
-      measured.fanout.set(burst, {
-        framesPerSec: result.framesPerSec,
-        cpuPerFrame: result.cpuPerFrame,
-        brokerPerEvent: broker === undefined ? undefined : broker / result.published
+interface Running {
+  variant: Variant
+  deployment: Deployment
+  exchange: BenchExchange | undefined
+}
+
+/** Starts every variant at once: the rounds then take turns on them, so that the machine's load drifting during the run favours none. */
+async function startAll (variants: Variant[]): Promise<Running[]> {
+  const running: Running[] = []
+  try {
+    for (const variant of variants) {
+      const exchange = variant.peer === 'evsock-memory' ? undefined : await BenchExchange.create(variant.unreadStream === true)
+      const options = { history: variant.history, ...(exchange === undefined ? {} : { exchange: exchange.name }) }
+      const deployment = await Deployment.start(variant.peer, options).catch(async (err: unknown) => {
+        await exchange?.delete()
+        throw err
       })
+      running.push({ variant, exchange, deployment })
     }
-  })
-  return measured
+  } catch (err) {
+    await stopAll(running)
+    throw err
+  }
+  return running
+}
+
+async function stopAll (running: Running[]): Promise<void> {
+  for (const { deployment, exchange } of running) {
+    await deployment.stop()
+    await exchange?.delete()
+  }
+}
+
+/** `count` samples of `sample` for each variant, in turns, every other round in reverse order. */
+async function rounds<T> (running: Running[], count: number, sample: (deployment: Deployment) => Promise<T>): Promise<Map<string, T[]>> {
+  const samples = new Map<string, T[]>(running.map(({ variant }) => [variant.label, []]))
+  for (let round = 0; round < count; round++) {
+    const order = round % 2 === 0 ? running : [...running].reverse()
+    for (const { variant, deployment } of order) samples.get(variant.label)!.push(await sample(deployment))
+  }
+  return samples
+}
+
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+/** Each field the median of its own samples. */
+function medians<T extends object> (samples: T[]): T {
+  const first = samples[0]!
+  return Object.fromEntries(Object.entries(first).map(([key, value]) => {
+    if (typeof value === 'number') return [key, median(samples.map((s) => (s as Record<string, number>)[key]!))]
+    if (value !== null && typeof value === 'object') return [key, medians(samples.map((s) => (s as Record<string, object>)[key]!))]
+    return [key, samples.some((s) => (s as Record<string, unknown>)[key] === undefined) ? undefined : value]
+  })) as T
+}
+
+async function fanoutPoint (deployment: Deployment, burst: number, args: Context['args']): Promise<FanoutPoint> {
+  const brokerBefore = brokerCpu()
+  const result = await throughput(deployment, { burst, size: SIZE, topic: FANOUT_TOPIC }, args)
+  const broker = delta(brokerCpu(), brokerBefore)
+  return { framesPerSec: result.framesPerSec, cpuPerFrame: result.cpuPerFrame, brokerPerEvent: broker === undefined ? undefined : broker / result.published }
+}
+
+async function measureAll (context: Context, running: Running[]): Promise<Map<string, Measured>> {
+  const { args } = context
+  const count = args.quick ? 1 : ROUNDS
+  // The rounds share the measurement time a single run would have had.
+  const seconds = Math.max(0.5, args.latencySeconds / (args.quick ? 2 : ROUNDS - 1))
+  const results = new Map<string, Measured>(running.map(({ variant }) => [variant.label, { fanout: new Map(), rates: new Map() }]))
+  const keep = <T>(samples: Map<string, T[]>, put: (measured: Measured, value: T) => void): void => {
+    for (const [label, values] of samples) put(results.get(label)!, medians(values as object[]) as T)
+  }
+  let connected = 0
+  const connectAll = async (subs: number): Promise<void> => {
+    for (const { deployment } of running) await deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
+    connected = subs
+  }
+  for (const { subs, rates } of POINTS) {
+    await connectAll(subs)
+    for (const rate of rates) {
+      const samples = await rounds(running, count, (deployment) => fixedRate(deployment, rate, args.warmup, seconds))
+      keep(samples, (measured, point: RatePoint) => measured.rates.set(rateKey(subs, rate), point))
+    }
+  }
+  await connectAll(FANOUT_SUBS)
+  for (const burst of BURSTS) {
+    const samples = await rounds(running, count, (deployment) => fanoutPoint(deployment, burst, args))
+    keep(samples, (measured, point: FanoutPoint) => measured.fanout.set(burst, point))
+  }
+  return results
 }
 
 const ratio = (value: number, baseline: number | undefined): string => baseline === undefined ? '' : (value / baseline).toFixed(2)
 const fixed = (value: number | undefined, digits: number): string => value === undefined ? '-' : value.toFixed(digits)
 
 export async function historyLive (context: Context): Promise<Table[]> {
-  const results = new Map<string, Measured>()
-  for (const variant of VARIANTS) {
-    const shared = variant.peer !== 'evsock-memory'
-    results.set(variant.label, shared
-      ? await withExchange(variant.unreadStream === true, (exchange) => measure(context, variant, exchange))
-      : await measure(context, variant, undefined))
+  const sampled = context.args.quick ? 'one round' : `medians of ${ROUNDS} rounds, variants in turn`
+  const peers = peersOf(context, [...new Set(VARIANTS.map((v) => v.peer))])
+  const variants = VARIANTS.filter((v) => peers.includes(v.peer))
+  const running = await startAll(variants)
+  let results: Map<string, Measured>
+  try {
+    results = await measureAll(context, running)
+  } finally {
+    await stopAll(running)
   }
   const fanoutRows: Cell[][] = []
   const rateRows: Cell[][] = []
-  for (const variant of VARIANTS) {
+  for (const variant of variants) {
     const own = results.get(variant.label)!
     const base = variant.baseline === undefined ? undefined : results.get(variant.baseline)
     const shared = variant.peer !== 'evsock-memory'
@@ -144,12 +217,12 @@ export async function historyLive (context: Context): Promise<Table[]> {
   }
   return [
     {
-      title: `History, live path: fan-out (${FANOUT_SUBS.toLocaleString('en-US')} subscribers, ${SIZE} B; ratios against history off, same run)`,
+      title: `History, live path: fan-out (${FANOUT_SUBS.toLocaleString('en-US')} subscribers, ${SIZE} B; ${sampled}; ratios against history off)`,
       columns: ['variant', 'burst', 'frames/s', 'vs off', 'server µs/frame', 'vs off', 'broker µs/event'],
       rows: fanoutRows
     },
     {
-      title: `History, live path: latency at fixed rates (${SIZE} B, publish to receipt; CPU in % of one core)`,
+      title: `History, live path: latency at fixed rates (${SIZE} B, publish to receipt; ${sampled}; CPU in % of one core)`,
       columns: ['variant', 'subs', 'events/s', 'frames/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 vs off', 'server CPU %', 'vs off', 'broker CPU %', 'generator CPU %'],
       rows: rateRows
     }

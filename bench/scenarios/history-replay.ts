@@ -9,7 +9,8 @@ import { brokerCpu } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
 import { withPeer, type Deployment } from '../lib/deploy.js'
 import type { Child } from '../lib/rpc.js'
-import type { Cell, Context, Table } from '../lib/results.js'
+import { peersOf, type Cell, type Context, type Table } from '../lib/results.js'
+import type { PeerName } from '../lib/peers.js'
 import type { ConnectArgs, ResumeArgs } from '../gen/main.js'
 import { ackEvery } from './fanout.js'
 
@@ -17,6 +18,7 @@ const SIZE = 128
 const TOPIC = FANOUT_TOPIC
 const MANY = 1000
 const TIMEOUT_MS = 90_000
+const PEER = { memory: 'evsock-memory', amqp: 'evsock-amqp' } as const satisfies Record<string, PeerName>
 
 interface Setup { window: number, maxReplays: number, one: boolean, many: boolean }
 
@@ -117,7 +119,7 @@ async function resume (deployment: Deployment, generator: Child, sockets: number
 async function runSetup (bus: 'memory' | 'amqp', setup: Setup, sizes: Sizes, exchange: string | undefined): Promise<Cell[][]> {
   const rows: Cell[][] = []
   const options = { window: setup.window, history: { maxReplays: setup.maxReplays }, ...(exchange === undefined ? {} : { exchange }) }
-  await withPeer(bus === 'memory' ? 'evsock-memory' : 'evsock-amqp', options, async (deployment) => {
+  await withPeer(PEER[bus], options, async (deployment) => {
     const generator = deployment.generator()
     const positions = await fill(deployment, generator, sizes, setup.window)
     const points: Array<[number, string, number]> = []
@@ -141,7 +143,8 @@ async function runSetup (bus: 'memory' | 'amqp', setup: Setup, sizes: Sizes, exc
 export async function historyReplay (context: Context): Promise<Table[]> {
   const sizes: Sizes = context.args.quick ? { retained: 5000, tail: 200 } : { retained: 20_000, tail: 1000 }
   const rows: Cell[][] = []
-  for (const bus of ['memory', 'amqp'] as const) {
+  const peers = peersOf(context, Object.values(PEER))
+  for (const bus of (['memory', 'amqp'] as const).filter((b) => peers.includes(PEER[b]))) {
     for (const setup of SETUPS) {
       rows.push(...bus === 'amqp'
         ? await withExchange(false, (exchange) => runSetup(bus, setup, sizes, exchange))
