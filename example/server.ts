@@ -50,6 +50,8 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
   }
 
   await app.register(eventSocket, {
+    // A reconnecting page resumes where it was, instead of missing what was published meanwhile.
+    history: true,
     ...options.eventSocket,
     jwt: { secret: options.jwtSecret },
     broker: { url: options.amqpUrl },

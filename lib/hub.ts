@@ -139,9 +139,20 @@ export class Hub implements ConnectionHost {
     this.#counters.eventsIn++
     const offset = message.offset
     const event = new OutboundEvent(message, this.#encodeFailed, offset === undefined || this.#history === undefined ? undefined : this.#history.format(offset))
-    this.subscriptions.match(message.topic, (connection) => {
-      if (event.encodes(connection.format)) connection.push(event)
-    })
+    const outer = this.#delivering
+    this.#delivering = event
+    try {
+      this.subscriptions.match(message.topic, this.#pushDelivering)
+    } finally {
+      this.#delivering = outer
+    }
+  }
+
+  /** The event `#deliver` is handing out, so that one bound callback serves every event rather than a closure each. */
+  #delivering: OutboundEvent | undefined
+  readonly #pushDelivering = (connection: Connection): void => {
+    const event = this.#delivering as OutboundEvent
+    if (event.encodes(connection.format)) connection.push(event)
   }
 
   readonly #encodeFailed = (event: OutboundEvent, format: Format, err: unknown): void => {

@@ -55,6 +55,10 @@ function start (user, format) {
   setState(client.state)
   client.on('state', setState)
   client.on('error', (error) => show(error.code, error.message, 'error'))
+  // History is on: after a reconnect the server replays what this page missed, or says it cannot.
+  client.on('resume', ({ pattern, recovered }) => {
+    show('resumed', recovered ? `${pattern}: nothing missed` : `${pattern}: history lost, showing live events only`, recovered ? undefined : 'error')
+  })
 
   const onEvent = (event) => show(event.topic, describe(event))
   for (const pattern of ['orders.*', `user.${user}.notifications`]) {

@@ -1,6 +1,8 @@
 import type { Channel } from 'amqplib'
 import { BrokerUnavailableError, ClosedError } from '../errors.js'
+import type { ResolvedBrokerOptions } from '../options.js'
 import { TopicIndex } from '../client/topic-index.js'
+import { deadline, Signal } from './amqp-signal.js'
 
 // The routing keys of one instance's queue. `wanted` is what the caller
 // asked for; `bound` is what may exist on the broker. The queue outlives a
@@ -19,6 +21,22 @@ import { TopicIndex } from '../client/topic-index.js'
 // `ok` must receive what other instances publish from then on. Without a
 // channel (or when the channel dies under the bind) it waits for recovery's
 // next successful `attach`, bounded by `timeoutMs`.
+
+/** The instance queue: one per instance, bound to what its sockets want. */
+export async function declareInstanceQueue (channel: Channel, queue: string, { maxQueueLength, reconnectMaxDelayMs }: ResolvedBrokerOptions): Promise<void> {
+  await channel.assertQueue(queue, {
+    // Durable, but holding transient messages: RabbitMQ 4 deprecates transient
+    // non-exclusive queues, and the definition is all a restart keeps.
+    durable: true,
+    // Not exclusive, not auto-delete: the queue must survive a dropped
+    // connection, or events confirmed to a publisher would vanish with it.
+    maxLength: maxQueueLength,
+    // Drop the oldest rather than nack publishers: one stalled instance must not fail every publish.
+    overflow: 'drop-head',
+    // A crashed instance's queue goes away by itself, long after any reconnect would have come back.
+    expires: Math.max(60_000, 12 * reconnectMaxDelayMs)
+  })
+}
 
 /** The binding that routes `pattern` at linear cost on RabbitMQ: `pattern` up to and including its first `#`. */
 export function brokerKey (pattern: string): string {
@@ -150,25 +168,4 @@ export class Bindings {
     this.#tail = result.then(() => {}, () => {})
     return result
   }
-}
-
-/** A promise settled from outside, never reported as unhandled. */
-class Signal {
-  readonly promise: Promise<void>
-  resolve!: () => void
-  reject!: (error: Error) => void
-
-  constructor () {
-    this.promise = new Promise<void>((resolve, reject) => {
-      this.resolve = resolve
-      this.reject = reject
-    })
-    this.promise.catch(() => {})
-  }
-}
-
-function deadline<T> (work: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<never>((resolve, reject) => { timer = setTimeout(() => reject(error()), ms) })
-  return Promise.race([work, expired]).finally(() => clearTimeout(timer))
 }

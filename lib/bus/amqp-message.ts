@@ -19,6 +19,7 @@ export function publishOptions (message: BusMessage): Options.Publish {
     headers: { [TIME_HEADER]: message.time },
     // Transient: every queue it lands in is one instance's queue, which does not
     // outlive the broker either, so writing it to disk would only cost throughput.
+    // (The history stream, with history on, writes every message whatever its mode.)
     deliveryMode: 1
   }
 }
@@ -51,4 +52,10 @@ export function fromDelivery (delivery: ConsumeMessage, limits: EventLimits): Bu
   const exact = headers?.[TIME_HEADER]
   const time = typeof exact === 'number' ? exact : typeof timestamp === 'number' ? timestamp * 1000 : Date.now()
   return { id: messageId, topic, time, payload }
+}
+
+/** The offset RabbitMQ stamps on a delivery from a stream (`x-stream-offset`), or undefined for a delivery from any other queue. */
+export function streamOffset (delivery: ConsumeMessage): number | undefined {
+  const offset = (delivery.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']
+  return typeof offset === 'number' && Number.isSafeInteger(offset) && offset >= 0 ? offset : undefined
 }

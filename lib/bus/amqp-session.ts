@@ -31,3 +31,13 @@ export function redact (url: string): string {
     return 'the broker'
   }
 }
+
+/** The vhost the URL names ('/' when it names none), as the broker knows it. */
+export function vhostOf (url: string): string {
+  try {
+    const vhost = decodeURIComponent(new URL(url).pathname.slice(1))
+    return vhost === '' ? '/' : vhost
+  } catch {
+    return '/'
+  }
+}

@@ -5,10 +5,13 @@ import type { Channel, ChannelModel, ConfirmChannel, RecoveringChannelModel } fr
 import type { FastifyBaseLogger } from 'fastify'
 import { BadOptionError, BrokerUnavailableError, ClosedError } from '../errors.js'
 import type { ResolvedBrokerOptions, ResolvedHistoryOptions } from '../options.js'
-import { Bindings } from './amqp-bindings.js'
+import { defaultEventLimits } from '../publish.js'
+import { Bindings, declareInstanceQueue } from './amqp-bindings.js'
 import { Consumer } from './amqp-consumer.js'
+import type { AmqpHistory } from './amqp-history.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
 import { redact, type Role, type Session, type Side } from './amqp-session.js'
+import { HistoryStream, type LocalRoutes } from './amqp-stream.js'
 import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 
 // The RabbitMQ bus (docs/rabbitmq.md). Two connections, as RabbitMQ
@@ -19,14 +22,18 @@ import type { Bus, BusHealth, BusMessage, BusState, Deliver } from './types.js'
 // amqplib's recovery reconnects each with backoff and calls its setup on
 // every connection. A channel that dies alone drops its whole connection, so
 // that there is one way back: recovery.
+//
+// With history on, the consumer connection reads the history stream instead
+// of an instance queue, routing is local (amqp-stream.ts), and the stream
+// is read again by the history's cursors (amqp-history.ts).
 
 /** Connection attempts that hang (no RST, no answer) give up after this. */
 const CONNECT_TIMEOUT_MS = 5000
 /** start() gives up after publishTimeoutMs, capped below Fastify's 10 s plugin timeout so that our error, not avvio's, reaches the user. */
 const MAX_START_MS = 8000
 
-export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger, _history?: ResolvedHistoryOptions): Bus {
-  return new AmqpBus(options, log)
+export function createAmqpBus (options: ResolvedBrokerOptions, log: FastifyBaseLogger, history?: ResolvedHistoryOptions): Bus {
+  return new AmqpBus(options, log, history)
 }
 
 class AmqpBus implements Bus {
@@ -40,23 +47,28 @@ class AmqpBus implements Bus {
   }
 
   #consumer: Consumer | undefined
+  #deliver: Deliver | undefined
   #closing: Promise<void> | undefined
   readonly #options: ResolvedBrokerOptions
   readonly #log: FastifyBaseLogger
   readonly #url: string
   /** One queue per instance, named for operators; it outlives a connection (x-expires), not the instance (deleted on close). */
   readonly #queue: string
-  readonly #bindings: Bindings
+  /** The broker's bindings of the instance queue, or, reading the stream, the patterns kept here. */
+  readonly #bindings: Bindings | LocalRoutes
+  readonly #stream: HistoryStream | undefined
   readonly #publisher: ConfirmPublisher
 
-  constructor (options: ResolvedBrokerOptions, log: FastifyBaseLogger) {
+  constructor (options: ResolvedBrokerOptions, log: FastifyBaseLogger, history: ResolvedHistoryOptions | undefined) {
     this.#options = options
     this.#log = log
     if (options.url === undefined) throw new BadOptionError('broker.url', 'is required by the amqp bus')
     this.#url = options.url
     this.#queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
     // A subscription waits for its binding as long as a publish waits for its confirm.
-    this.#bindings = new Bindings(options.exchange, this.#queue, options.publishTimeoutMs)
+    const hooks = { connection: () => this.#sides.consumer.connection, head: () => this.#consumer?.head ?? -1, limits: () => this.#deliver?.limits ?? defaultEventLimits }
+    this.#stream = history === undefined ? undefined : new HistoryStream(options, history, log, hooks)
+    this.#bindings = this.#stream?.routes ?? new Bindings(options.exchange, this.#queue, options.publishTimeoutMs)
     this.#publisher = new ConfirmPublisher({
       exchange: options.exchange,
       timeoutMs: options.publishTimeoutMs,
@@ -64,10 +76,16 @@ class AmqpBus implements Bus {
     })
   }
 
+  get history (): AmqpHistory | undefined {
+    return this.#stream?.history
+  }
+
   async start (deliver: Deliver): Promise<void> {
     if (this.#closed) throw new ClosedError()
+    this.#deliver = deliver
     const accepts = (topic: string): boolean => this.#bindings.accepts(topic)
-    this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel) })
+    const stream = this.#stream !== undefined
+    this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel), stream })
     const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.#connect(this.#sides[role])))
     const startMs = Math.min(this.#options.publishTimeoutMs, MAX_START_MS)
     let timer: NodeJS.Timeout | undefined
@@ -181,26 +199,20 @@ class AmqpBus implements Bus {
     const side = this.#sides.consumer
     const channel = await model.createChannel()
     const session = this.#open(side, model, [channel])
-    const { exchange, maxQueueLength, prefetch, reconnectMaxDelayMs } = this.#options
-    await channel.assertExchange(exchange, 'topic', { durable: true })
-    await channel.assertQueue(this.#queue, {
-      // Durable, but holding transient messages: RabbitMQ 4 deprecates transient
-      // non-exclusive queues, and the definition is all a restart keeps.
-      durable: true,
-      // Not exclusive, not auto-delete: the queue must survive a dropped
-      // connection, or events confirmed to a publisher would vanish with it.
-      maxLength: maxQueueLength,
-      // Drop the oldest rather than nack publishers: one stalled instance must not fail every publish.
-      overflow: 'drop-head',
-      // A crashed instance's queue goes away by itself, long after any reconnect would have come back.
-      expires: Math.max(60_000, 12 * reconnectMaxDelayMs)
-    })
-    await this.#bindings.attach(channel)
-    await channel.prefetch(prefetch)
+    await channel.assertExchange(this.#options.exchange, 'topic', { durable: true })
     const consumer = this.#consumer as Consumer
+    const [queue, options] = this.#stream === undefined ? await this.#declareQueue(channel) : await this.#stream.declare(model, channel)
+    await channel.prefetch(this.#options.prefetch)
     consumer.attach(channel)
-    session.consumerTag = (await channel.consume(this.#queue, (delivery) => consumer.onMessage(channel, delivery))).consumerTag
+    session.consumerTag = (await channel.consume(queue, (delivery) => consumer.onMessage(channel, delivery), options)).consumerTag
     this.#ready(side, session)
+    this.#stream?.started()
+  }
+
+  async #declareQueue (channel: Channel): Promise<[string, undefined]> {
+    await declareInstanceQueue(channel, this.#queue, this.#options)
+    await (this.#bindings as Bindings).attach(channel)
+    return [this.#queue, undefined]
   }
 
   #watch (side: Side, connection: RecoveringChannelModel): void {
@@ -231,7 +243,7 @@ class AmqpBus implements Bus {
     session.lost = true
     if (error !== undefined) this.#lastError = error.message
     for (const channel of session.channels) {
-      this.#bindings.detach(channel)
+      if (this.#stream === undefined) (this.#bindings as Bindings).detach(channel)
       this.#consumer?.detach(channel)
       this.#publisher.detach(channel as ConfirmChannel)
     }
@@ -247,7 +259,7 @@ class AmqpBus implements Bus {
   #dropConsumer (channel: Channel): void {
     const session = this.#sides.consumer.session
     if (session?.channels[0] !== channel) return
-    this.#lastError = `the broker cancelled the consumer of ${this.#queue}`
+    this.#lastError = `the broker cancelled the consumer of ${this.#stream?.name ?? this.#queue}`
     this.#lose(this.#sides.consumer, session)
   }
 
@@ -274,12 +286,13 @@ class AmqpBus implements Bus {
     const consuming = this.#sides.consumer.session
     this.#transition('closed')
     this.#bindings.close(error)
+    this.#stream?.history.close()
     const confirmed = this.#publisher.close(error)
     if (consuming?.consumerTag !== undefined) await (consuming.channels[0] as Channel).cancel(consuming.consumerTag).catch(() => {})
     this.#consumer?.flush()
     await confirmed
-    // Nobody will consume it again; x-expires would remove it too, later.
-    if (consuming !== undefined) await (consuming.channels[0] as Channel).deleteQueue(this.#queue).catch(() => {})
+    // Nobody will consume it again; x-expires would remove it too, later. The stream is everyone's: it stays.
+    if (consuming !== undefined && this.#stream === undefined) await (consuming.channels[0] as Channel).deleteQueue(this.#queue).catch(() => {})
     for (const side of Object.values(this.#sides)) side.session = undefined
     await Promise.all(Object.values(this.#sides).map((side) => side.connection?.close()))
   }

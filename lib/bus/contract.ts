@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
+import type { ResolvedHistoryOptions } from '../options.js'
+import { historyContract } from './contract-history.js'
 import type { Bus, BusMessage } from './types.js'
 
 // The bus contract as a test suite, exported (`fastify-event-socket/bus-contract`)
@@ -13,8 +15,14 @@ import type { Bus, BusMessage } from './types.js'
 export type ContractTest = (name: string, fn: () => Promise<void>) => unknown
 
 export interface BusContractOptions {
-  /** A new, not yet started bus. Every bus one factory makes must share one transport, as the instances of one app do. */
-  createBus: () => Bus | Promise<Bus>
+  /**
+   * A new, not yet started bus. Every bus one factory makes must share one
+   * transport, as the instances of one app do. Given `history` when the
+   * suite runs with it: the bus then keeps one (`bus.history`).
+   */
+  createBus: (history?: ResolvedHistoryOptions) => Bus | Promise<Bus>
+  /** Runs every test on buses made with these history options, and the history tests (`BusHistory`) besides. */
+  history?: ResolvedHistoryOptions
   /** The bus reaches only its own instance (like the in-process bus): leaves out the tests between instances. */
   singleInstance?: boolean
   /** Longest wait for one expected delivery, ms. Default 5000. */
@@ -38,7 +46,7 @@ export function busContract (test: ContractTest, options: BusContractOptions): v
     try {
       for (let i = 0; i < count; i++) {
         const received: BusMessage[] = []
-        const bus = await options.createBus()
+        const bus = await options.createBus(options.history)
         instances.push({ bus, received, topics: () => received.map((each) => each.topic) })
         await bus.start((message) => {
           received.push(message)
@@ -218,6 +226,8 @@ export function busContract (test: ContractTest, options: BusContractOptions): v
       await bus.unbind('after.close')
     })
   })
+
+  if (options.history !== undefined) historyContract(test, { withInstances, waitFor, run, message, publishers, timeoutMs })
 
   if (options.singleInstance === true) return
 

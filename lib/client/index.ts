@@ -5,9 +5,10 @@ import { EventSocketClientError } from './errors.js'
 import { Link, type LinkListener } from './link.js'
 import { PendingRequests } from './pending-requests.js'
 import { Reconnects } from './reconnects.js'
+import { ResumePosition } from './resume-position.js'
 import { SubscriptionRegistry } from './subscription-registry.js'
 import { TokenSource } from './token-source.js'
-import type { EventMessage, Format, HelloMessage, ServerMessage } from './protocol.js'
+import type { ErrorMessage, EventMessage, Format, HelloMessage, ServerMessage } from './protocol.js'
 import type { ClientEvents, ClientState, ConnectOptions, EventHandler, ReceivedEvent, Subscription, WebSocketConstructor } from './types.js'
 
 // The client of docs/protocol.md: one WebSocket at a time, every subscription held
@@ -16,13 +17,14 @@ import type { ClientEvents, ClientState, ConnectOptions, EventHandler, ReceivedE
 // browser's WebSocket and on the `ws` package's. This class is the state
 // machine that ties the parts together: the link (link.ts), the subscriptions
 // (subscription-registry.ts), the requests in flight (pending-requests.ts),
-// the token (token-source.ts) and the reconnect policy (reconnects.ts).
+// the token (token-source.ts), the reconnect policy (reconnects.ts) and the
+// position to resume from (resume-position.ts).
 
 export { EventSocketClientError } from './errors.js'
 export type { ClientErrorCode, ClientErrorDetails } from './errors.js'
 export type { BackoffOptions } from './backoff.js'
 export type { Format, HelloMessage } from './protocol.js'
-export type { ClientEvents, ClientState, ConnectOptions, EventHandler, ReceivedEvent, Subscription, WebSocketConstructor, WebSocketLike } from './types.js'
+export type { ClientEvents, ClientState, ConnectOptions, EventHandler, ReceivedEvent, ResumeResult, Subscription, WebSocketConstructor, WebSocketLike } from './types.js'
 
 const defaultBackoff: BackoffOptions = { initialDelayMs: 500, maxDelayMs: 30_000 }
 const defaultAckDelayMs = 50
@@ -39,6 +41,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
   readonly #tokens: TokenSource
   readonly #reconnects: Reconnects
   readonly #requests = new PendingRequests()
+  readonly #position: ResumePosition
   readonly #subscriptions: SubscriptionRegistry
   readonly #linkListener: LinkListener = {
     message: (link, message) => { this.#onMessage(link, message) },
@@ -65,13 +68,31 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     const backoff = { ...defaultBackoff, ...options.reconnect }
     this.#tokens = new TokenSource(options.token, options.getToken)
     this.#reconnects = new Reconnects(backoff, this.#tokens)
-    this.#subscriptions = new SubscriptionRegistry(this.#requests, backoff, () => this.#link)
+    if (options.since !== undefined && typeof options.since !== 'string') throw new TypeError('since must be a string (a pos the server issued)')
+    this.#position = new ResumePosition(options.since)
+    this.#subscriptions = new SubscriptionRegistry({
+      requests: this.#requests,
+      backoff,
+      link: () => this.#link,
+      position: this.#position,
+      resumeFirst: options.since !== undefined,
+      resumed: (result) => { this.emit('resume', result) }
+    })
     this.#ackDelayMs = options.ackDelayMs ?? defaultAckDelayMs
     this.#open()
   }
 
   get state (): ClientState {
     return this.#state
+  }
+
+  /**
+   * The `pos` of the last event handed to the handlers (or, before any, of a
+   * `sub`'s `ok`): where the next reconnect resumes. Store it to resume after
+   * a reload with ConnectOptions `since`. Undefined while the server gave none.
+   */
+  get position (): string | undefined {
+    return this.#position.value
   }
 
   /** Calls `handler` for every event whose topic matches `pattern` (AMQP syntax: `*` one word, `#` any number). */
@@ -114,7 +135,7 @@ export class EventSocketClient extends Emitter<ClientEvents> {
       case 'hello': return this.#onHello(link, message)
       case 'event': return this.#onEvent(link, message)
       case 'ok': return this.#requests.ok(message)
-      case 'error': return this.emit('error', this.#requests.error(message))
+      case 'error': return this.#onError(message)
       case 'expiring': return this.#refreshToken(link)
     }
   }
@@ -131,7 +152,9 @@ export class EventSocketClient extends Emitter<ClientEvents> {
   #onEvent (link: Link, message: EventMessage): void {
     if (!link.ready) return
     const event: ReceivedEvent = { topic: message.topic, id: message.id, data: message.data }
-    if (typeof message.pos === 'string') link.received(event.pos = message.pos)
+    // Handed to the handlers is processed, for resuming: an async handler
+    // still running at a disconnect is not called for this event again.
+    if (typeof message.pos === 'string') this.#position.dispatched(event.pos = message.pos)
     const handlers = this.#subscriptions.handlers(message.topic)
     // Acked once every handler is done, failed ones included: an event that
     // broke a handler is not redelivered, and must not stall the window.
@@ -148,6 +171,11 @@ export class EventSocketClient extends Emitter<ClientEvents> {
       }
     }
     done()
+  }
+
+  #onError (message: ErrorMessage): void {
+    const error = this.#requests.error(message)
+    if (error !== undefined) this.emit('error', error)
   }
 
   #handlerFailed (event: ReceivedEvent, error: unknown): void {
@@ -174,7 +202,6 @@ export class EventSocketClient extends Emitter<ClientEvents> {
     this.#link = undefined
     link.stop()
     this.#requests.lost()
-    this.#subscriptions.lost(link)
     if (this.#state === 'closed') {
       this.#closed.resolve()
       return

@@ -3,9 +3,9 @@ import { BEARER_PREFIX, decodeMessage, encodeMessage, subprotocols } from './pro
 import type { ClientMessage, Format, ServerMessage } from './protocol.js'
 import type { WebSocketConstructor, WebSocketLike } from './types.js'
 
-// One WebSocket and what belongs to it alone: its handshake status, its acks
-// (seqs mean nothing to the next connection) and the last position it
-// delivered. The client makes a new Link for every connection attempt.
+// One WebSocket and what belongs to it alone: its handshake status and its
+// acks (seqs mean nothing to the next connection). The client makes a new
+// Link for every connection attempt.
 
 const OPEN = 1 // WebSocket.OPEN, which a constructor passed in need not expose statically.
 
@@ -29,7 +29,6 @@ export class Link {
   /** Set by `hello`; until then the link is not usable. */
   #acks: AckTracker | undefined
   #status: number | undefined
-  #lastPos: string | undefined
 
   /** Throws what the WebSocket constructor throws (e.g. a browser refusing ws:// from an https:// page). */
   constructor (options: LinkOptions, listener: LinkListener) {
@@ -58,17 +57,8 @@ export class Link {
     return this.#status
   }
 
-  /** `pos` of the last event received on this link. */
-  get lastPos (): string | undefined {
-    return this.#lastPos
-  }
-
   hello (window: number, ackDelayMs: number): void {
     this.#acks = new AckTracker(window, ackDelayMs, (seq) => { this.send({ op: 'ack', seq }) })
-  }
-
-  received (pos: string): void {
-    this.#lastPos = pos
   }
 
   /** Event `seq` is done with; acknowledged in batches. */

@@ -11,7 +11,8 @@ export interface PendingRequest {
   /** The pattern concerned, for the error of a refusal. */
   readonly pattern?: string
   ok (message: OkMessage): void
-  refused (error: EventSocketClientError, serverCode: string): void
+  /** Returns true when the refusal is an expected step, dealt with, that is not to be reported as an error. */
+  refused (error: EventSocketClientError, serverCode: string): boolean | void
   /** The connection ended before the answer: the server forgot the request with it. */
   lost (): void
 }
@@ -33,14 +34,13 @@ export class PendingRequests {
     request?.ok(message)
   }
 
-  /** Settles the request an `error` answers; returns the error to report, tied to no request when it names none. */
-  error (message: ErrorMessage): EventSocketClientError {
+  /** Settles the request an `error` answers; returns the error to report (tied to no request when it names none), if any. */
+  error (message: ErrorMessage): EventSocketClientError | undefined {
     const request = message.id === undefined ? undefined : this.#byId.get(message.id)
     if (request === undefined) return new EventSocketClientError('EVSOCK_SERVER_ERROR', message.message, { serverCode: message.code })
     this.#byId.delete(message.id as number)
     const error = new EventSocketClientError('EVSOCK_REQUEST_FAILED', `${request.op} refused: ${message.message}`, { serverCode: message.code, pattern: request.pattern })
-    request.refused(error, message.code)
-    return error
+    return request.refused(error, message.code) === true ? undefined : error
   }
 
   /** The connection is gone, and every request in flight with it. */

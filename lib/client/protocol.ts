@@ -40,6 +40,10 @@ export interface OkMessage {
   id: number
   /** On the `ok` to an `auth`: the new token's expiry (null: none). */
   expiresAt?: number | null
+  /** On the `ok` to a `sub` with `since`: whether everything after `since` is replayed (docs/protocol.md section 6). */
+  recovered?: boolean
+  /** On the `ok` to a `sub`, history on, nothing queued: a position to resume from before any event arrived. */
+  pos?: string
 }
 
 export interface ErrorMessage {

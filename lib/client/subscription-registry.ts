@@ -4,11 +4,13 @@ import { EventSocketClientError } from './errors.js'
 import { canonicalPattern, compilePattern } from './patterns.js'
 import type { Link } from './link.js'
 import type { PendingRequests } from './pending-requests.js'
-import type { EventHandler, Subscription } from './types.js'
+import type { OkMessage } from './protocol.js'
+import type { ResumePosition } from './resume-position.js'
+import type { EventHandler, ResumeResult, Subscription } from './types.js'
 
 // Every pattern the client holds with the server, across reconnects: its local
-// handlers, the `ready` promise of its `sub`, its resume position, and the
-// re-send after an UNAVAILABLE answer.
+// handlers, the `ready` promise of its `sub`, whether its next `sub` resumes
+// (docs/protocol.md section 6), and the re-send after an UNAVAILABLE answer.
 
 interface Registration { handler: EventHandler }
 
@@ -20,25 +22,40 @@ interface PatternEntry {
   ready: Deferred
   /** The connection the `sub` was last sent on. */
   sentOn: Link | undefined
-  /** Resume position for the next `sub` (docs/protocol.md section 6). */
-  since: string | undefined
+  /**
+   * Its subscription was (or may have been) in effect on an earlier
+   * connection, or the app restored a position for it: the next connection's
+   * `sub` continues its stream from the client's position.
+   */
+  resumes: boolean
   /** Failed `sub`s in a row answered UNAVAILABLE, for the backoff of the next try. */
   unavailable: number
   /** The pending re-send after UNAVAILABLE, cleared on close so it cannot hold a Node process open. */
   retry: ReturnType<typeof setTimeout> | undefined
 }
 
+/** A `sub` that resumes, with the position it resumes from (none when the client has none). */
+interface Resuming { since: string | undefined }
+
+export interface RegistryOptions {
+  requests: PendingRequests
+  backoff: BackoffOptions
+  /** The link requests go out on, when it is one; read at the moment of sending. */
+  link: () => Link | undefined
+  position: ResumePosition
+  /** Patterns subscribed before the first connection opens resume from the position the app gave. */
+  resumeFirst: boolean
+  resumed: (result: ResumeResult) => void
+}
+
 export class SubscriptionRegistry {
   readonly #entries = new Map<string, PatternEntry>()
-  readonly #requests: PendingRequests
-  readonly #backoff: BackoffOptions
-  /** The link requests go out on, when it is one; read at the moment of sending. */
-  readonly #link: () => Link | undefined
+  readonly #options: RegistryOptions
+  #resumeNew: boolean
 
-  constructor (requests: PendingRequests, backoff: BackoffOptions, link: () => Link | undefined) {
-    this.#requests = requests
-    this.#backoff = backoff
-    this.#link = link
+  constructor (options: RegistryOptions) {
+    this.#options = options
+    this.#resumeNew = options.resumeFirst
   }
 
   add (spelled: string, handler: EventHandler): Subscription {
@@ -47,10 +64,10 @@ export class SubscriptionRegistry {
     const pattern = canonicalPattern(spelled)
     let entry = this.#entries.get(pattern)
     if (entry === undefined) {
-      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, since: undefined, unavailable: 0, retry: undefined }
+      entry = { pattern, matches: compilePattern(pattern), registrations: new Set(), ready: new Deferred(), sentOn: undefined, resumes: this.#resumeNew, unavailable: 0, retry: undefined }
       this.#entries.set(pattern, entry)
-      const link = this.#link()
-      if (link?.ready === true) this.#sendSub(link, entry)
+      const link = this.#options.link()
+      if (link?.ready === true) this.#sendSub(link, entry, undefined)
     }
     const registration: Registration = { handler }
     entry.registrations.add(registration)
@@ -67,17 +84,21 @@ export class SubscriptionRegistry {
     return handlers
   }
 
-  /** A new connection said `hello`: asks for every pattern on it. */
+  /**
+   * A new connection said `hello`: asks for every pattern on it, the resuming
+   * ones first and all in this one synchronous burst. The server joins
+   * resuming `sub`s into one replay only while the replay has sent nothing,
+   * and answers a `since` behind an event it already sent `recovered: false`.
+   */
   resubscribe (link: Link): void {
-    for (const entry of this.#entries.values()) this.#sendSub(link, entry)
-  }
-
-  /** `link` is gone: the patterns it carried resume from the last position it delivered. */
-  lost (link: Link): void {
-    if (link.lastPos === undefined) return
+    this.#resumeNew = false
+    const resuming: Resuming = { since: this.#options.position.value }
+    const fresh: PatternEntry[] = []
     for (const entry of this.#entries.values()) {
-      if (entry.sentOn === link) entry.since = link.lastPos
+      if (entry.resumes) this.#sendSub(link, entry, resuming)
+      else fresh.push(entry)
     }
+    for (const entry of fresh) this.#sendSub(link, entry, undefined)
   }
 
   /** The client is closed: every `ready` still pending rejects with `reason`. */
@@ -95,10 +116,10 @@ export class SubscriptionRegistry {
     // A re-send pending after UNAVAILABLE would do nothing now, yet hold a Node process open until it fires.
     clearTimeout(entry.retry)
     entry.ready.reject(new EventSocketClientError('EVSOCK_CLOSED', 'Unsubscribed before the server confirmed the subscription', { pattern: entry.pattern }))
-    const link = this.#link()
+    const link = this.#options.link()
     if (link?.ready !== true) return Promise.resolve()
     const done = new Deferred()
-    this.#requests.send(link, {
+    this.#options.requests.send(link, {
       op: 'unsub',
       pattern: entry.pattern,
       ok: () => { done.resolve() },
@@ -109,37 +130,62 @@ export class SubscriptionRegistry {
     return done.promise
   }
 
-  #sendSub (link: Link, entry: PatternEntry): void {
-    entry.sentOn = link
-    this.#requests.send(link, {
-      op: 'sub',
-      pattern: entry.pattern,
-      ok: () => {
-        entry.unavailable = 0
-        entry.ready.resolve()
-      },
-      refused: (error, serverCode) => { this.#refused(entry, error, serverCode) },
-      lost: () => {}
-    }, (id) => entry.since === undefined ? { op: 'sub', id, topic: entry.pattern } : { op: 'sub', id, topic: entry.pattern, since: entry.since })
+  #held (entry: PatternEntry): boolean {
+    return this.#entries.get(entry.pattern) === entry
   }
 
-  #refused (entry: PatternEntry, error: EventSocketClientError, serverCode: string): void {
-    const held = this.#entries.get(entry.pattern) === entry
+  #sendSub (link: Link, entry: PatternEntry, resuming: Resuming | undefined): void {
+    entry.sentOn = link
+    const since = resuming?.since
+    this.#options.requests.send(link, {
+      op: 'sub',
+      pattern: entry.pattern,
+      ok: (message) => { this.#accepted(entry, resuming, message) },
+      refused: (error, serverCode) => this.#refused(entry, resuming, error, serverCode),
+      // Unanswered: the server may have held it and sent its events, so the
+      // next connection must resume it, or what it missed in between is lost.
+      lost: () => { entry.resumes = true }
+    }, (id) => since === undefined ? { op: 'sub', id, topic: entry.pattern } : { op: 'sub', id, topic: entry.pattern, since })
+  }
+
+  #accepted (entry: PatternEntry, resuming: Resuming | undefined, message: OkMessage): void {
+    entry.unavailable = 0
+    entry.resumes = true
+    // Before `resumed`, so that its listeners read the position this `ok` set.
+    if (typeof message.pos === 'string') this.#options.position.offered(message.pos)
+    entry.ready.resolve()
+    if (resuming !== undefined && this.#held(entry)) this.#options.resumed({ pattern: entry.pattern, recovered: message.recovered === true })
+  }
+
+  /** Returns true for a refusal dealt with here that is no error of the app's. */
+  #refused (entry: PatternEntry, resuming: Resuming | undefined, error: EventSocketClientError, serverCode: string): boolean {
+    const held = this.#held(entry)
+    const link = entry.sentOn
+    if (serverCode === 'BAD_REQUEST' && resuming?.since !== undefined && held && link === this.#options.link() && link?.ready === true) {
+      // The server never issued that position (its history was reset): the
+      // pattern stays held, asked for again from now on, and its `ok` reports
+      // `recovered: false`.
+      this.#options.position.forget(resuming.since)
+      this.#sendSub(link, entry, { since: undefined })
+      return true
+    }
     if (serverCode === 'UNAVAILABLE' && held) {
       // The server could not reach its broker in time: not a refusal. Kept and asked again after a backoff
       // (and on any reconnect); `ready` rejects, and later subscribers of the pattern get a fresh one.
+      // The re-send keeps its `since`: should the connection have sent events after it meanwhile, the
+      // server answers `recovered: false`, which is then the truth.
       entry.ready.reject(error)
       entry.ready = new Deferred()
-      const link = entry.sentOn
       clearTimeout(entry.retry)
       entry.retry = setTimeout(() => {
         entry.retry = undefined
-        if (this.#entries.get(entry.pattern) === entry && entry.sentOn === link && link === this.#link() && link?.ready === true) this.#sendSub(link, entry)
-      }, backoffDelay(entry.unavailable++, this.#backoff) + this.#backoff.initialDelayMs)
-      return
+        if (this.#held(entry) && entry.sentOn === link && link === this.#options.link() && link?.ready === true) this.#sendSub(link, entry, resuming)
+      }, backoffDelay(entry.unavailable++, this.#options.backoff) + this.#options.backoff.initialDelayMs)
+      return false
     }
     // Refused patterns are dropped, so that reconnects do not ask again.
     if (held) this.#entries.delete(entry.pattern)
     entry.ready.reject(error)
+    return false
   }
 }

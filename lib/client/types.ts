@@ -33,6 +33,12 @@ export interface ConnectOptions {
   reconnect?: Partial<BackoffOptions>
   /** Longest an ack waits for more events to batch with, ms. Default 50. */
   ackDelayMs?: number
+  /**
+   * A position the app stored (`client.position`, or an event's `pos`), to
+   * resume from: the patterns subscribed before the first connection opens
+   * ask the server for what was published after it (docs/protocol.md section 6).
+   */
+  since?: string
 }
 
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -56,12 +62,26 @@ export interface Subscription {
   readonly ready: Promise<void>
 }
 
+/** How the `sub` of a pattern held across a reconnect was answered. */
+export interface ResumeResult {
+  /** The pattern, in canonical form (docs/protocol.md section 3). */
+  pattern: string
+  /**
+   * True when the server replays every event after the client's position
+   * that matches `pattern`, so none is missed; false when events published
+   * meanwhile may be lost (history off, retention passed, or the history was reset).
+   */
+  recovered: boolean
+}
+
 export interface ClientEvents {
   state: ClientState
   /** A connection is up and its `hello` arrived. */
   open: HelloMessage
   /** A connection ended (the client reconnects unless it is closed). */
   disconnect: { code: number, reason: string }
+  /** After a reconnect, the server accepted the `sub` of a pattern held before: once per pattern and reconnect. */
+  resume: ResumeResult
   /** Every failure. Those that end the client are followed by state 'closed'. */
   error: EventSocketClientError
 }

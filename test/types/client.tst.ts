@@ -9,6 +9,7 @@ import {
   type ConnectOptions,
   type HelloMessage,
   type ReceivedEvent,
+  type ResumeResult,
   type Subscription
 } from 'fastify-event-socket/client'
 
@@ -32,6 +33,12 @@ describe('connect', () => {
     expect(connect).type.toBeCallableWith({ url, format: 'msgpack' })
     expect(connect).type.toBeCallableWith({ url, reconnect: { maxDelayMs: 10_000 } })
     expect(connect).type.toBeCallableWith({ url, reconnect: { initialDelayMs: 100, maxDelayMs: 10_000 }, ackDelayMs: 0 })
+  })
+
+  test('accepts a stored position to resume from', () => {
+    expect(connect).type.toBeCallableWith({ url, since: 'pos-from-storage' })
+    expect(connect).type.toBeCallableWith({ url, since: client.position })
+    expect(connect).type.not.toBeCallableWith({ url, since: 42 })
   })
 
   test('refuses a missing url, wrong types and unknown keys', () => {
@@ -81,11 +88,19 @@ describe('the client', () => {
     expect(client.close()).type.toBe<Promise<void>>()
   })
 
+  test('exposes its resume position, read-only', () => {
+    expect(client.position).type.toBe<string | undefined>()
+    expect<Pick<EventSocketClient, 'position'>>().type.toBe<{ readonly position: string | undefined }>()
+  })
+
   test('emits typed events, and on() returns an unsubscribe function', () => {
     expect(client.on('error', (error) => { expect(error).type.toBe<EventSocketClientError>() })).type.toBe<() => void>()
     expect(client.on).type.toBeCallableWith('state', (state: ClientState) => state)
     expect(client.on).type.toBeCallableWith('open', (hello: HelloMessage) => hello.session)
     expect(client.on).type.toBeCallableWith('disconnect', (close: { code: number, reason: string }) => close.code)
+    expect(client.on('resume', (result) => { expect(result).type.toBe<ResumeResult>() })).type.toBe<() => void>()
+    expect<ResumeResult>().type.toBe<{ pattern: string, recovered: boolean }>()
+    expect(client.on).type.not.toBeCallableWith('resume', (result: { pattern: string, recovered: string }) => result)
     expect(client.on).type.not.toBeCallableWith('message', () => {})
     expect(client.on).type.not.toBeCallableWith('state', (state: number) => state)
   })
