@@ -3,6 +3,8 @@
 // writes every event of a history-off run; and all of it is deleted after.
 import { randomBytes } from 'node:crypto'
 import { connect, type Channel, type ChannelModel } from 'amqplib'
+import { resolveOptions } from '../../lib/options.js'
+import { streamArguments } from '../../lib/bus/amqp-stream.js'
 import { AMQP_URL, BENCH_EXCHANGE } from './config.js'
 
 /** What the plugin names its history stream (docs/rabbitmq.md). */
@@ -10,12 +12,7 @@ const historyStreamOf = (exchange: string): string => `${exchange}.history`
 
 // The plugin's own stream arguments at the default retention, so that the
 // unread stream costs the broker what the plugin's would.
-const STREAM_ARGUMENTS = {
-  'x-queue-type': 'stream',
-  'x-max-age': '86400s',
-  'x-max-length-bytes': 1024 * 1024 * 1024,
-  'x-stream-max-segment-size-bytes': 128 * 1024 * 1024
-}
+const STREAM_ARGUMENTS = streamArguments(resolveOptions({ broker: { url: AMQP_URL }, history: true }).history!)
 
 /**
  * A fresh exchange name, deleted with what the plugin or the bench bound to

@@ -2,12 +2,12 @@
 // into one socket resuming from the start of a filled history, at two ack
 // windows; and into many sockets resuming one range at once, at the default
 // cap on concurrent replays and with no cap to speak of. On the in-process
-// bus and on RabbitMQ (one instance: replays are per instance).
+// bus and on RabbitMQ (one instance per setting: replays are per instance).
 import { setTimeout as sleep } from 'node:timers/promises'
-import { withExchange } from '../lib/amqp-topology.js'
+import { BenchExchange } from '../lib/amqp-topology.js'
 import { brokerCpu } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
-import { withPeer, type Deployment } from '../lib/deploy.js'
+import { Deployment } from '../lib/deploy.js'
 import type { Child } from '../lib/rpc.js'
 import { peersOf, type Cell, type Context, type Table } from '../lib/results.js'
 import type { PeerName } from '../lib/peers.js'
@@ -16,9 +16,17 @@ import { ackEvery } from './fanout.js'
 
 const SIZE = 128
 const TOPIC = FANOUT_TOPIC
-const MANY = 1000
+const MARKER_TOPIC = 'bench.marker'
+/**
+ * Sockets resuming at once. On RabbitMQ each replay holds a stream reader,
+ * slot or no slot, and a broker at the usual limit of 1,024 open files runs
+ * out of them (emfile) well before 1,000 readers.
+ */
+const MANY = { memory: 1000, amqp: 200 } as const
 const TIMEOUT_MS = 90_000
 const PEER = { memory: 'evsock-memory', amqp: 'evsock-amqp' } as const satisfies Record<string, PeerName>
+
+type Bus = keyof typeof PEER
 
 interface Setup { window: number, maxReplays: number, one: boolean, many: boolean }
 
@@ -26,8 +34,15 @@ interface Setup { window: number, maxReplays: number, one: boolean, many: boolea
 const SETUPS: Setup[] = [
   { window: 64, maxReplays: 16, one: true, many: true },
   { window: 256, maxReplays: 16, one: true, many: false },
-  { window: 64, maxReplays: MANY, one: false, many: true }
+  { window: 64, maxReplays: 1000, one: false, many: true }
 ]
+
+/** One setting's deployment, and the generator holding its marker subscriber and resuming sockets. */
+interface Station {
+  setup: Setup
+  deployment: Deployment
+  generator: Child
+}
 
 interface Sizes {
   /** Events published into the history; one socket resumes from before the first. */
@@ -39,19 +54,20 @@ interface Sizes {
 /** Where to resume from: before every retained event, and before the tail. */
 interface Positions { all: string, tail: string }
 
-/** Waits, bounded, until the deployment's clients have received `count` events in all. */
-async function received (deployment: Deployment, count: number): Promise<void> {
+/** Waits, bounded, until the station's marker subscriber has received `count` markers. */
+async function marked ({ deployment }: Station, count: number): Promise<void> {
   const until = Date.now() + TIMEOUT_MS
   for (;;) {
-    const { events } = await deployment.snapshot()
+    const { events, closed } = await deployment.snapshot()
     if (events >= count) return
-    if (Date.now() > until) throw new Error(`the live subscriber received ${events} of ${count} events within ${TIMEOUT_MS} ms`)
+    if (closed > 0) throw new Error('the marker subscriber was closed')
+    if (Date.now() > until) throw new Error(`the marker subscriber received ${events} of ${count} markers within ${TIMEOUT_MS} ms`)
     await sleep(20)
   }
 }
 
 /** A position from the `ok` to a fresh `sub`: everything published so far is behind it. */
-async function probe (deployment: Deployment, generator: Child): Promise<string> {
+async function probe ({ deployment, generator }: Station): Promise<string> {
   const answer = await generator.call<string>('probe', { port: deployment.ports[0], topic: TOPIC })
   const pos = (JSON.parse(answer) as { pos?: unknown }).pos
   if (typeof pos !== 'string') throw new Error(`the ok to a sub carries no pos: ${answer}`)
@@ -59,23 +75,28 @@ async function probe (deployment: Deployment, generator: Child): Promise<string>
 }
 
 /**
- * Fills the history. A live subscriber receives every event, so that when it
- * has them all this instance's history has read them too, and a probe's `pos`
- * is the newest event's.
+ * Fills the history through `publisher`, with no live subscriber on the
+ * events' topic to slow it down. A marker on a topic of its own, once each
+ * station's marker subscriber has it, tells that the station's history has
+ * read everything published before it: a probe's `pos` is then the marker's,
+ * after every event before it. On RabbitMQ every station reads the one
+ * stream, so one fill serves them all.
  */
-async function fill (deployment: Deployment, generator: Child, sizes: Sizes, window: number): Promise<Positions> {
-  await deployment.connect(1, { topic: TOPIC, ackEvery: ackEvery(window) })
-  let published = 0
-  const publish = async (count: number): Promise<void> => {
-    published += await deployment.fill({ count, size: SIZE, topic: TOPIC })
-    await received(deployment, published)
+async function fill (publisher: Station, stations: Station[], sizes: Sizes): Promise<Positions> {
+  let markers = 0
+  const mark = async (): Promise<string> => {
+    await publisher.deployment.fill({ count: 1, size: SIZE, topic: MARKER_TOPIC })
+    markers++
+    await Promise.all(stations.map((station) => marked(station, markers)))
+    return await probe(publisher)
   }
-  // A history with no event yet gives no position.
-  await publish(1)
-  const all = await probe(deployment, generator)
-  await publish(sizes.retained - sizes.tail)
-  const tail = await probe(deployment, generator)
-  await publish(sizes.tail)
+  const events = (count: number): Promise<number> => publisher.deployment.fill({ count, size: SIZE, topic: TOPIC })
+  const all = await mark()
+  await events(sizes.retained - sizes.tail)
+  const tail = await mark()
+  await events(sizes.tail)
+  // Everything is in the history before the clock starts.
+  await mark()
   return { all, tail }
 }
 
@@ -116,41 +137,72 @@ async function resume (deployment: Deployment, generator: Child, sockets: number
   }
 }
 
-async function runSetup (bus: 'memory' | 'amqp', setup: Setup, sizes: Sizes, exchange: string | undefined): Promise<Cell[][]> {
-  const rows: Cell[][] = []
-  const options = { window: setup.window, history: { maxReplays: setup.maxReplays }, ...(exchange === undefined ? {} : { exchange }) }
-  await withPeer(PEER[bus], options, async (deployment) => {
+/** Starts every setting's deployment (on RabbitMQ all on one exchange, so one stream), each with its marker subscriber. */
+async function startStations (bus: Bus, exchange: BenchExchange | undefined): Promise<Station[]> {
+  const started = await Promise.allSettled(SETUPS.map(async (setup) => {
+    const options = { window: setup.window, history: { maxReplays: setup.maxReplays }, ...(exchange === undefined ? {} : { exchange: exchange.name }) }
+    const deployment = await Deployment.start(PEER[bus], options)
     const generator = deployment.generator()
-    const positions = await fill(deployment, generator, sizes, setup.window)
-    const points: Array<[number, string, number]> = []
-    if (setup.one) points.push([1, positions.all, sizes.retained])
-    if (setup.many) points.push([MANY, positions.tail, sizes.tail])
-    for (const [sockets, since, events] of points) {
-      const head = [bus, sockets, events, setup.window, setup.maxReplays]
-      try {
-        const r = await resume(deployment, generator, sockets, since, events, setup.window)
-        rows.push([...head, Math.round(r.eventsPerSec), r.first.toFixed(0), r.median.toFixed(0), r.last.toFixed(0), r.serverPerEvent.toFixed(2),
-          r.broker === undefined || bus === 'memory' ? '-' : r.broker.toFixed(1), r.generator.toFixed(1)])
-      } catch (err) {
-        // One failed point should not cost the rest of the run: the row says what happened.
-        rows.push([...head, `failed: ${(err as Error).message.split('\n')[0]}`, '', '', '', '', '', ''])
-      }
+    return { setup, deployment, generator }
+  }))
+  const stations = started.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
+  const failed = started.find((result) => result.status === 'rejected')
+  if (failed !== undefined) {
+    await Promise.all(stations.map((station) => station.deployment.stop()))
+    throw failed.reason
+  }
+  await Promise.all(stations.map(({ deployment, generator }) => generator.call('connect', {
+    proto: 'evsock', ports: deployment.ports, offset: 0, count: 1, topic: MARKER_TOPIC, ackEvery: 1
+  } satisfies ConnectArgs)))
+  return stations
+}
+
+async function measureStation (bus: Bus, station: Station, positions: Positions, sizes: Sizes): Promise<Cell[][]> {
+  const { setup, deployment, generator } = station
+  const rows: Cell[][] = []
+  const points: Array<[number, string, number]> = []
+  if (setup.one) points.push([1, positions.all, sizes.retained])
+  if (setup.many) points.push([MANY[bus], positions.tail, sizes.tail])
+  for (const [sockets, since, events] of points) {
+    const head = [bus, sockets, events, setup.window, setup.maxReplays]
+    try {
+      const r = await resume(deployment, generator, sockets, since, events, setup.window)
+      rows.push([...head, Math.round(r.eventsPerSec), r.first.toFixed(0), r.median.toFixed(0), r.last.toFixed(0), r.serverPerEvent.toFixed(2),
+        r.broker === undefined || bus === 'memory' ? '-' : r.broker.toFixed(1), r.generator.toFixed(1)])
+    } catch (err) {
+      // One failed point should not cost the rest of the run: the row says what happened.
+      rows.push([...head, `failed: ${(err as Error).message.split('\n')[0]}`, '', '', '', '', '', ''])
     }
-  })
+  }
   return rows
 }
 
+async function measureBus (bus: Bus, sizes: Sizes): Promise<Cell[][]> {
+  const exchange = bus === 'amqp' ? await BenchExchange.create(false) : undefined
+  try {
+    const stations = await startStations(bus, exchange)
+    try {
+      const rows: Cell[][] = []
+      const shared = exchange === undefined ? undefined : await fill(stations[0]!, stations, sizes)
+      for (const station of stations) {
+        const positions = shared ?? await fill(station, [station], sizes)
+        rows.push(...await measureStation(bus, station, positions, sizes))
+      }
+      return rows
+    } finally {
+      await Promise.all(stations.map((station) => station.deployment.stop()))
+    }
+  } finally {
+    await exchange?.delete()
+  }
+}
+
 export async function historyReplay (context: Context): Promise<Table[]> {
-  const sizes: Sizes = context.args.quick ? { retained: 5000, tail: 200 } : { retained: 20_000, tail: 1000 }
+  // RabbitMQ replays some thousands of events/s: a larger tail would take minutes.
+  const sizes: Sizes = context.args.quick ? { retained: 5000, tail: 50 } : { retained: 20_000, tail: 200 }
   const rows: Cell[][] = []
   const peers = peersOf(context, Object.values(PEER))
-  for (const bus of (['memory', 'amqp'] as const).filter((b) => peers.includes(PEER[b]))) {
-    for (const setup of SETUPS) {
-      rows.push(...bus === 'amqp'
-        ? await withExchange(false, (exchange) => runSetup(bus, setup, sizes, exchange))
-        : await runSetup(bus, setup, sizes, undefined))
-    }
-  }
+  for (const bus of (['memory', 'amqp'] as const).filter((b) => peers.includes(PEER[b]))) rows.push(...await measureBus(bus, sizes))
   return [{
     title: `History, replay: sockets resuming with since (${sizes.retained.toLocaleString('en-US')} events of ${SIZE} B retained; ` +
       'done = ms from the subs to a socket\'s last event; CPU in % of one core)',
