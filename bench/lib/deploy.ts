@@ -22,6 +22,8 @@ export interface Snapshot {
   closed: number
   /** CPU time of all server processes so far, microseconds. */
   cpu: number
+  /** The same, by server process (instance 0 publishes). */
+  cpus: number[]
   /** CPU time of all generator processes so far, microseconds. */
   generatorCpu: number
 }
@@ -78,6 +80,7 @@ export class Deployment {
       events: sum(counts.map((c) => c.events)),
       closed: sum(counts.map((c) => c.closed)),
       cpu: sum(cpu),
+      cpus: cpu,
       generatorCpu: sum(generatorCpu)
     }
   }

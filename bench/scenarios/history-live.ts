@@ -29,6 +29,13 @@ const ROUNDS = 2
  * measure a backlog.
  */
 const POINTS = [{ subs: 100, rates: [1000] }, { subs: FANOUT_SUBS, rates: [100] }]
+/**
+ * Events to a topic no connection holds. With history on, RabbitMQ sends each
+ * instance every event and the instance drops what no local pattern matches;
+ * without it (and in design B) the broker drops them: this is the price of A
+ * for events an instance has no client for.
+ */
+const UNWANTED = { topic: 'bench.unwanted', rate: 2000 }
 
 interface Variant {
   label: string
@@ -57,17 +64,19 @@ interface RatePoint {
   server: number
   broker: number | undefined
   generator: number
+  /** Instance 1 alone, with several: it publishes nothing, so this is what it takes to receive. */
+  receiver: number | undefined
 }
 
-interface Measured { fanout: Map<number, FanoutPoint>, rates: Map<string, RatePoint> }
+interface Measured { fanout: Map<number, FanoutPoint>, rates: Map<string, RatePoint>, unwanted?: RatePoint }
 
 const rateKey = (subs: number, rate: number): string => `${subs}/${rate}`
 const delta = (after: number | undefined, before: number | undefined): number | undefined =>
   after === undefined || before === undefined ? undefined : after - before
 
 /** Publishes `rate` events/s and reads latency and every process's CPU over the measurement window. */
-async function fixedRate (deployment: Deployment, rate: number, warmup: number, seconds: number): Promise<RatePoint> {
-  await deployment.drive({ rate, size: SIZE, topic: FANOUT_TOPIC })
+async function fixedRate (deployment: Deployment, rate: number, warmup: number, seconds: number, topic = FANOUT_TOPIC): Promise<RatePoint> {
+  await deployment.drive({ rate, size: SIZE, topic })
   await sleep(warmup * 1000)
   const before = await deployment.snapshot()
   const brokerBefore = brokerCpu()
@@ -85,7 +94,8 @@ async function fixedRate (deployment: Deployment, rate: number, warmup: number, 
     framesPerSec: (after.events - before.events) / elapsedMs * 1000,
     server: percent(after.cpu - before.cpu),
     broker: broker === undefined ? undefined : percent(broker),
-    generator: percent(after.generatorCpu - before.generatorCpu)
+    generator: percent(after.generatorCpu - before.generatorCpu),
+    receiver: after.cpus.length > 1 ? percent(after.cpus[1]! - before.cpus[1]!) : undefined
   }
 }
 
@@ -167,6 +177,8 @@ async function measureAll (context: Context, running: Running[]): Promise<Map<st
     await Promise.all(running.map(({ deployment }) => deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })))
     connected = subs
   }
+  const unwanted = await rounds(running, count, (deployment) => fixedRate(deployment, UNWANTED.rate, args.warmup, seconds, UNWANTED.topic))
+  keep(unwanted, (measured, point: RatePoint) => { measured.unwanted = point })
   for (const { subs, rates } of POINTS) {
     await connectAll(subs)
     for (const rate of rates) {
@@ -198,10 +210,16 @@ export async function historyLive (context: Context): Promise<Table[]> {
   }
   const fanoutRows: Cell[][] = []
   const rateRows: Cell[][] = []
+  const unwantedRows: Cell[][] = []
   for (const variant of variants) {
     const own = results.get(variant.label)!
     const base = variant.baseline === undefined ? undefined : results.get(variant.baseline)
     const shared = variant.peer !== 'evsock-memory'
+    const unwanted = own.unwanted
+    if (unwanted !== undefined) {
+      unwantedRows.push([variant.label, UNWANTED.rate, unwanted.server.toFixed(1), ratio(unwanted.server, base?.unwanted?.server),
+        fixed(unwanted.receiver, 1), shared ? fixed(unwanted.broker, 1) : '-'])
+    }
     for (const [burst, point] of own.fanout) {
       const was = base?.fanout.get(burst)
       fanoutRows.push([variant.label, burst, Math.round(point.framesPerSec), ratio(point.framesPerSec, was?.framesPerSec),
@@ -225,6 +243,12 @@ export async function historyLive (context: Context): Promise<Table[]> {
       title: `History, live path: latency at fixed rates (${SIZE} B, publish to receipt; ${sampled}; CPU in % of one core)`,
       columns: ['variant', 'subs', 'events/s', 'frames/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 vs off', 'server CPU %', 'vs off', 'broker CPU %', 'generator CPU %'],
       rows: rateRows
+    },
+    {
+      title: `History, live path: events no connection wants (${UNWANTED.rate.toLocaleString('en-US')} events/s to a topic nobody holds, ${SIZE} B; ${sampled}; ` +
+        'server CPU includes instance 0 publishing them; instance 1 only receives)',
+      columns: ['variant', 'events/s', 'server CPU %', 'vs off', 'instance 1 CPU %', 'broker CPU %'],
+      rows: unwantedRows
     }
   ]
 }
