@@ -13,11 +13,13 @@ function ticksPerSecond (): number {
   }
 }
 
+/** RabbitMQ's Erlang VM: not any beam.smp, since every rabbitmqctl runs one for a moment. */
 function findBroker (): string | undefined {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     try {
-      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'beam.smp') return entry
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'beam.smp') continue
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('\0-s\0rabbit\0boot\0')) return entry
     } catch {
       // Gone meanwhile, or not ours to read.
     }
@@ -40,6 +42,13 @@ export function brokerCpu (): number | undefined {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
     return (Number(fields[11]) + Number(fields[12])) * tick
   } catch {
+    // Restarted: the next reading finds the new process.
+    pid = null
     return undefined
   }
+}
+
+/** Broker CPU between two readings, microseconds; undefined when either is missing or the broker restarted between them. */
+export function brokerCpuBetween (before: number | undefined, after: number | undefined): number | undefined {
+  return before === undefined || after === undefined || after < before ? undefined : after - before
 }

@@ -6,7 +6,7 @@
 // until a client resumes).
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BenchExchange } from '../lib/amqp-topology.js'
-import { brokerCpu } from '../lib/broker-cpu.js'
+import { brokerCpu, brokerCpuBetween } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
 import { Deployment } from '../lib/deploy.js'
 import { throughput } from '../lib/measure.js'
@@ -71,8 +71,6 @@ interface RatePoint {
 interface Measured { fanout: Map<number, FanoutPoint>, rates: Map<string, RatePoint>, unwanted?: RatePoint }
 
 const rateKey = (subs: number, rate: number): string => `${subs}/${rate}`
-const delta = (after: number | undefined, before: number | undefined): number | undefined =>
-  after === undefined || before === undefined ? undefined : after - before
 
 /** Publishes `rate` events/s and reads latency and every process's CPU over the measurement window. */
 async function fixedRate (deployment: Deployment, rate: number, warmup: number, seconds: number, topic = FANOUT_TOPIC): Promise<RatePoint> {
@@ -84,7 +82,7 @@ async function fixedRate (deployment: Deployment, rate: number, warmup: number, 
   await sleep(seconds * 1000)
   const summary = await deployment.latency()
   const after = await deployment.snapshot()
-  const broker = delta(brokerCpu(), brokerBefore)
+  const broker = brokerCpuBetween(brokerBefore, brokerCpu())
   await deployment.halt()
   const elapsedMs = after.at - before.at
   // Microseconds of CPU per millisecond, over ten: percent of one core.

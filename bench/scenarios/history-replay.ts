@@ -5,7 +5,7 @@
 // bus and on RabbitMQ (one instance per setting: replays are per instance).
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BenchExchange } from '../lib/amqp-topology.js'
-import { brokerCpu } from '../lib/broker-cpu.js'
+import { brokerCpu, brokerCpuBetween } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
 import { Deployment } from '../lib/deploy.js'
 import type { Child } from '../lib/rpc.js'
@@ -122,7 +122,7 @@ async function resume (deployment: Deployment, generator: Child, sockets: number
   const brokerBefore = brokerCpu()
   const done = await generator.call<number[]>('resume', { topic: TOPIC, since, events, timeoutMs: TIMEOUT_MS } satisfies ResumeArgs)
   const after = await deployment.snapshot()
-  const brokerAfter = brokerCpu()
+  const broker = brokerCpuBetween(brokerBefore, brokerCpu())
   const total = sockets * events
   const elapsedMs = after.at - before.at
   const percent = (us: number): number => us / elapsedMs / 10
@@ -132,7 +132,7 @@ async function resume (deployment: Deployment, generator: Child, sockets: number
     median: done[Math.floor(done.length / 2)]!,
     last: done.at(-1)!,
     serverPerEvent: (after.cpu - before.cpu) / total,
-    broker: brokerAfter === undefined || brokerBefore === undefined ? undefined : percent(brokerAfter - brokerBefore),
+    broker: broker === undefined ? undefined : percent(broker),
     generator: percent(after.generatorCpu - before.generatorCpu)
   }
 }
