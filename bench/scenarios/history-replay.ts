@@ -18,9 +18,10 @@ const SIZE = 128
 const TOPIC = FANOUT_TOPIC
 const MARKER_TOPIC = 'bench.marker'
 /**
- * Sockets resuming at once. On RabbitMQ each replay holds a stream reader,
- * slot or no slot, and a broker at the usual limit of 1,024 open files runs
- * out of them (emfile) well before 1,000 readers.
+ * Sockets resuming at once. On RabbitMQ each replay holds a stream reader
+ * (files open in the broker) from its first read to its end, slot or no
+ * slot: 1,000 of them ran a broker at the usual limit of 1,024 open files
+ * out of them (emfile), which dropped the instance's connection.
  */
 const MANY = { memory: 1000, amqp: 200 } as const
 const TIMEOUT_MS = 90_000
