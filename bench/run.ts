@@ -8,6 +8,7 @@ import type { Context, ScenarioResult } from './lib/results.js'
 import { fanout } from './scenarios/fanout.js'
 import { fastpath } from './scenarios/fastpath.js'
 import { handshake } from './scenarios/handshake.js'
+import { history } from './scenarios/history.js'
 import { latency } from './scenarios/latency.js'
 import { memory } from './scenarios/memory.js'
 import { slow } from './scenarios/slow.js'
@@ -22,7 +23,8 @@ const scenarios: Record<ScenarioName, (context: Context) => Promise<ScenarioResu
   handshake,
   targeted,
   slow,
-  window
+  window,
+  history
 }
 
 const args = benchArgs(process.argv.slice(2))

@@ -61,6 +61,12 @@ function opening (spec: ConnSpec): Opening {
 }
 
 const HEADERS_END = Buffer.from('\r\n\r\n')
+const EVENT_START = Buffer.from('{"op":"event"')
+
+interface Waiter<T> {
+  resolve: (value: T) => void
+  reject: (err: Error) => void
+}
 
 export class Conn {
   /** Events received (frames after the opening ones); for evsock also the last `seq`. */
@@ -80,6 +86,11 @@ export class Conn {
   private settle: ((err?: Error) => void) | undefined
   /** Set to record each event's one-way latency, in microseconds. */
   latency: RecordableHistogram | undefined
+  /** The answer to a `sub` sent after the opening, awaited. */
+  private answer: Waiter<string> | undefined
+  /** Resolved once `events` reaches `target`. */
+  private target = Infinity
+  private reaching: Waiter<void> | undefined
 
   constructor (private readonly spec: ConnSpec) {
     this.opening = opening(spec)
@@ -95,7 +106,11 @@ export class Conn {
     this.socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${this.spec.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extensions}${headers}\r\n`)
     this.socket.on('data', (chunk: Buffer) => this.upgraded ? this.onData(chunk) : this.onResponse(chunk))
-    this.socket.on('close', () => this.settle?.(new Error('closed during the opening')))
+    this.socket.on('close', () => {
+      this.settle?.(new Error('closed during the opening'))
+      this.answer?.reject(new Error(`closed before the answer to sub (${this.closeCode ?? 'no close frame'})`))
+      this.reaching?.reject(new Error(`closed after ${this.events} events (${this.closeCode ?? 'no close frame'})`))
+    })
     return new Promise((resolve, reject) => {
       this.settle = (err) => {
         this.settle = undefined
@@ -104,6 +119,24 @@ export class Conn {
       }
       this.socket.on('error', (err) => this.settle?.(err))
     })
+  }
+
+  /**
+   * evsock, opened without a topic: sends `sub` (with `since`, a resume) and
+   * resolves with the text of the answer, `ok` or `error`.
+   */
+  subscribe (topic: string, since?: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.answer = { resolve, reject }
+      this.socket.write(textFrame(JSON.stringify({ op: 'sub', id: 1, topic, ...(since === undefined ? {} : { since }) })))
+    })
+  }
+
+  /** Resolves once the connection has received `count` events; rejects if it closes first. */
+  reached (count: number): Promise<void> {
+    if (this.events >= count) return Promise.resolve()
+    this.target = count
+    return new Promise((resolve, reject) => { this.reaching = { resolve, reject } })
   }
 
   /** Stops reading: the server's writes pile up in the kernel and then in the server (a slow consumer). */
@@ -144,7 +177,7 @@ export class Conn {
     while (offset < buffer.length) {
       const header = readHeader(buffer, offset)
       if (header === undefined) break
-      const needPayload = header.opcode >= OP_CLOSE || this.frames < this.opening.frames || this.latency !== undefined
+      const needPayload = header.opcode >= OP_CLOSE || this.frames < this.opening.frames || this.latency !== undefined || this.answer !== undefined
       if (header.end > buffer.length) {
         if (needPayload) break
         this.skip = header.end - buffer.length
@@ -178,7 +211,14 @@ export class Conn {
       this.onOpeningFrame(payload ?? Buffer.alloc(0), compressed)
       return
     }
+    if (this.answer !== undefined && payload !== undefined && !payload.subarray(0, EVENT_START.length).equals(EVENT_START)) {
+      const answer = this.answer
+      this.answer = undefined
+      answer.resolve(payload.toString())
+      return
+    }
     this.events++
+    if (this.events === this.target) this.reaching?.resolve()
     if (this.latency !== undefined && payload !== undefined) {
       const t = timestampOf(payload)
       if (t > 0) this.latency.record(Math.max(1, Math.round((now - t) / 1000)))

@@ -21,11 +21,21 @@ export interface ConnectArgs {
   ackEvery?: number
 }
 
+export interface ResumeArgs {
+  topic: string
+  since: string
+  /** Events each connection must receive. */
+  events: number
+  timeoutMs: number
+}
+
 const sign = createSigner({ key: SECRET, expiresIn: 3_600_000 })
 /** Handshakes in flight while opening: the listen backlog takes a few hundred. */
 const OPENING_CONCURRENCY = 100
 
 let conns: Conn[] = []
+/** Opened, not yet resumed. */
+let resumers: Conn[] = []
 let histogram: RecordableHistogram | undefined
 
 function spec (args: ConnectArgs, index: number): ConnSpec {
@@ -58,6 +68,65 @@ serve({
       opened.push(conn)
     })
     conns = conns.concat(opened)
+  },
+
+  /** Opens one connection, subscribes to `topic` and returns the answer's text (the `ok`, with its `pos`); then closes. */
+  async probe ({ port, topic }: { port: number, topic: string }) {
+    const conn = new Conn({ proto: 'evsock', port, token: sign({ sub: 'probe', role: 'admin' }) })
+    await conn.open()
+    try {
+      return await conn.subscribe(topic)
+    } finally {
+      conn.destroy()
+    }
+  },
+
+  /** Opens `count` connections that subscribe to nothing yet, for `resume`. */
+  async open (args: ConnectArgs) {
+    const opened: Conn[] = []
+    await pool(args.count, OPENING_CONCURRENCY, async (i) => {
+      const conn = new Conn(spec({ ...args, topic: undefined }, args.offset + i))
+      await conn.open()
+      opened.push(conn)
+    })
+    resumers = resumers.concat(opened)
+  },
+
+  /**
+   * Resumes the connections `open` opened, all at once: each sends `sub`
+   * with `since`, must be answered `recovered: true`, and receives `events`
+   * events, acking as it goes. Resolves with when each was done, ms after
+   * the subs went out, in increasing order.
+   */
+  async resume (args: ResumeArgs) {
+    const resuming = resumers
+    resumers = []
+    conns = conns.concat(resuming)
+    const started = performance.now()
+    const done: number[] = []
+    const all = Promise.all(resuming.map(async (conn) => {
+      const answer = await conn.subscribe(args.topic, args.since)
+      if (!answer.startsWith('{"op":"ok"') || !answer.includes('"recovered":true')) throw new Error(`the resume was not recovered: ${answer}`)
+      await conn.reached(args.events)
+      done.push(performance.now() - started)
+    }))
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`${done.length} of ${resuming.length} resumes done within ${args.timeoutMs} ms; ` +
+        `events received: ${resuming.reduce((sum, conn) => sum + conn.events, 0)} of ${resuming.length * args.events}`)), args.timeoutMs)
+    })
+    try {
+      await Promise.race([all, late])
+    } finally {
+      clearTimeout(timer)
+    }
+    return done.sort((a, b) => a - b)
+  },
+
+  /** CPU time of this process so far, microseconds: a generator near a whole core would be the bottleneck. */
+  cpu () {
+    const { user, system } = process.cpuUsage()
+    return user + system
   },
 
   counts () {

@@ -1,7 +1,7 @@
 // Command line: `npm run bench -- [scenario ...] [--option value ...]`.
 import { parseArgs } from 'node:util'
 
-export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window'] as const
+export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window', 'history'] as const
 export type ScenarioName = typeof SCENARIOS[number]
 
 export interface BenchArgs {
@@ -23,13 +23,15 @@ export interface BenchArgs {
   warmup: number
   /** Measurement window of latency runs, seconds. */
   latencySeconds: number
+  /** Smaller runs where a scenario offers them (history: about a third of the time). */
+  quick: boolean
 }
 
 const numbers = (text: string): number[] => text.split(',').map(Number)
 
 export const USAGE = `usage: npm run bench -- [${SCENARIOS.join('|')} ...] [--subs 1000,5000] [--bursts 1,5,20]
   [--sizes 128,1024] [--conns 10000] [--windows 1,16,64,256] [--loads 0.5,0.8] [--peers a,b]
-  [--seconds 0.6] [--warmup 0.15] [--latency-seconds 2]`
+  [--seconds 0.6] [--warmup 0.15] [--latency-seconds 2] [--quick]`
 
 export function benchArgs (argv: string[]): BenchArgs {
   const { values, positionals } = parseArgs({
@@ -45,7 +47,8 @@ export function benchArgs (argv: string[]): BenchArgs {
       peers: { type: 'string' },
       seconds: { type: 'string', default: '0.6' },
       warmup: { type: 'string', default: '0.15' },
-      'latency-seconds': { type: 'string', default: '2' }
+      'latency-seconds': { type: 'string', default: '2' },
+      quick: { type: 'boolean', default: false }
     }
   })
   for (const name of positionals) {
@@ -62,6 +65,7 @@ export function benchArgs (argv: string[]): BenchArgs {
     peers: values.peers,
     seconds: Number(values.seconds),
     warmup: Number(values.warmup),
-    latencySeconds: Number(values['latency-seconds'])
+    latencySeconds: Number(values['latency-seconds']),
+    quick: values.quick
   }
 }

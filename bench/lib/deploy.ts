@@ -22,6 +22,10 @@ export interface Snapshot {
   closed: number
   /** CPU time of all server processes so far, microseconds. */
   cpu: number
+  /** The same, by server process (instance 0 publishes). */
+  cpus: number[]
+  /** CPU time of all generator processes so far, microseconds. */
+  generatorCpu: number
 }
 
 export type ClientOptions = Pick<ConnectArgs, 'topic' | 'compression' | 'ackEvery'>
@@ -66,11 +70,24 @@ export class Deployment {
   }
 
   async snapshot (): Promise<Snapshot> {
-    const [counts, cpu] = await Promise.all([
+    const [counts, cpu, generatorCpu] = await Promise.all([
       Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number }>('counts'))),
-      Promise.all(this.servers.map((s) => s.call<number>('cpu')))
+      Promise.all(this.servers.map((s) => s.call<number>('cpu'))),
+      Promise.all(this.generators.map((g) => g.call<number>('cpu')))
     ])
-    return { at: performance.now(), events: sum(counts.map((c) => c.events)), closed: sum(counts.map((c) => c.closed)), cpu: sum(cpu) }
+    return {
+      at: performance.now(),
+      events: sum(counts.map((c) => c.events)),
+      closed: sum(counts.map((c) => c.closed)),
+      cpu: sum(cpu),
+      cpus: cpu,
+      generatorCpu: sum(generatorCpu)
+    }
+  }
+
+  /** Publishes `count` events from instance 0 and waits until the bus has them all. */
+  fill (args: { count: number, size: number, topic: string }): Promise<number> {
+    return this.servers[0]!.call<number>('fill', args)
   }
 
   drive (args: DriveArgs): Promise<void> { return this.servers[0]!.call('drive', args) }

@@ -19,6 +19,7 @@ export const PEERS = {
   'socket.io': { module: 'socketio', proto: 'sio', instances: 1, options: {} },
   'socket.io-redis-x2': { module: 'socketio', proto: 'sio', instances: 2, options: { shared: true } },
   'evsock-memory': { module: 'evsock', proto: 'evsock', instances: 1, options: {} },
+  'evsock-amqp': { module: 'evsock', proto: 'evsock', instances: 1, options: { shared: true } },
   'evsock-amqp-x2': { module: 'evsock', proto: 'evsock', instances: 2, options: { shared: true } }
 } as const satisfies Record<string, PeerSpec>
 

@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { describe, type Machine } from './machine.js'
 import { markdown, targetsTable } from './table.js'
-import type { BenchArgs } from './args.js'
+import { SCENARIOS, type BenchArgs } from './args.js'
 import type { ScenarioResult } from './results.js'
 
 export interface Run {
@@ -29,7 +29,7 @@ export function save (run: Run): string {
   writeFileSync(new URL('../RESULTS.md', import.meta.url), [
     '# Benchmark results (latest run)',
     '',
-    `Run ${run.started}, ${run.seconds.toFixed(0)} s: \`npm run bench${run.args.scenarios.length === 7 ? '' : ' -- ' + run.args.scenarios.join(' ')}\`.`,
+    `Run ${run.started}, ${run.seconds.toFixed(0)} s: \`npm run bench${run.args.scenarios.length === SCENARIOS.length ? '' : ' -- ' + run.args.scenarios.join(' ')}\`.`,
     '',
     `Machine: ${describe(run.machine)}.`,
     '',

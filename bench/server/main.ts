@@ -1,6 +1,7 @@
 // A server process: one instance of one peer, plus the driver that publishes
 // into it (instance 0 only), and its own CPU and memory readings, taken
 // inside the process so they are the server's alone.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { serve } from '../lib/rpc.js'
 import { eventData, nowNs } from '../lib/payload.js'
 import type { Peer, PeerOptions } from './peer.js'
@@ -18,6 +19,9 @@ export interface DriveArgs {
   topic: string
   users?: number
 }
+
+/** Events per turn when filling a history. */
+const FILL_BURST = 100
 
 let peer: Peer | undefined
 let driving = false
@@ -78,6 +82,25 @@ serve({
     if (args.rate !== undefined) driveRate(publish, { ...args, rate: args.rate })
     else driveBursts(target, publish, { ...args, burst: args.burst ?? 1 })
     return null
+  },
+
+  /** Publishes `count` events as fast as the peer takes them, and resolves once the bus has them all (history runs fill the history so). */
+  async fill ({ count, size, topic }: { count: number, size: number, topic: string }) {
+    const target = started()
+    const publish = target.publish
+    if (publish === undefined) throw new Error('this peer does not publish')
+    for (let done = 0; done < count;) {
+      if (target.busy()) {
+        await sleep(1)
+        continue
+      }
+      const burst = Math.min(FILL_BURST, count - done)
+      for (let i = 0; i < burst; i++) publish(topic, eventData(size))
+      done += burst
+      await new Promise(setImmediate)
+    }
+    await target.settled?.()
+    return count
   },
 
   halt () {

@@ -16,6 +16,10 @@ export interface PeerOptions {
   maxPending?: number
   /** permessage-deflate offered to clients. */
   compression?: boolean
+  /** evsock: the `history` option. */
+  history?: boolean | { maxReplays?: number }
+  /** evsock with `shared`: the exchange, instead of the bench's own (history runs use one each, then delete it). */
+  exchange?: string
 }
 
 export interface Peer {
@@ -26,6 +30,8 @@ export interface Peer {
   busy: () => boolean
   /** Counters worth reporting (broker messages consumed, closes, pending). */
   stats: () => Record<string, number>
+  /** Resolves once every publish so far has been taken by the bus (RabbitMQ: confirmed). */
+  settled?: () => Promise<void>
   close: () => Promise<void>
 }
 

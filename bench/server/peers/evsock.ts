@@ -2,6 +2,7 @@
 // production server from abusive clients (handshake rate per address, frame
 // rate, heartbeat) are lifted, because every bench client comes from
 // 127.0.0.1 and acks at full speed; the data path is the shipped one.
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import eventSocket from '../../../lib/index.js'
 import { AMQP_URL, BENCH_EXCHANGE, SECRET } from '../../lib/config.js'
@@ -15,7 +16,7 @@ export async function start (options: PeerOptions): Promise<Peer> {
   const window = options.window ?? 64
   await app.register(eventSocket, {
     jwt: { secret: SECRET },
-    broker: options.shared === true ? { url: AMQP_URL, exchange: BENCH_EXCHANGE } : {},
+    broker: options.shared === true ? { url: AMQP_URL, exchange: options.exchange ?? BENCH_EXCHANGE } : {},
     window,
     compression: options.compression === true,
     maxConnections: 50_000,
@@ -23,7 +24,8 @@ export async function start (options: PeerOptions): Promise<Peer> {
     rateLimit: 1_000_000,
     rateBurst: 1_000_000,
     heartbeatMs: 3_600_000,
-    ...(options.maxPending === undefined ? {} : { maxPendingEvents: options.maxPending })
+    ...(options.maxPending === undefined ? {} : { maxPendingEvents: options.maxPending }),
+    ...(options.history === undefined ? {} : { history: options.history })
   })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
 
@@ -46,6 +48,10 @@ export async function start (options: PeerOptions): Promise<Peer> {
     stats: () => {
       const { eventsIn, eventsOut, pending, slowConsumerCloses } = app.eventSocket.stats()
       return { consumed: eventsIn, eventsOut, pending, slowConsumerCloses, failed }
+    },
+    settled: async () => {
+      // The publishes' promises settle it; here it is only read.
+      for (let left = inFlight; left > 0; left = inFlight) await sleep(5)
     },
     close: () => app.close()
   }
