@@ -1,12 +1,12 @@
 import t from 'tap'
-import { requireBroker } from './helpers/broker.js'
-import { deliveryReport } from './helpers/delivery-check.js'
-import { clusterOptions, startInstance } from './helpers/instance.js'
-import { startPublishers } from './helpers/publisher.js'
-import { recordingClient, type RecordingClient } from './helpers/resuming-client.js'
-import { startServer } from './helpers/server.js'
-import { startSwarm } from './helpers/swarm.js'
-import { delay } from './helpers/server.js'
+import { requireBroker } from '../helpers/broker.js'
+import { deliveryReport } from '../helpers/delivery-check.js'
+import { clusterOptions, startInstance } from '../helpers/instance.js'
+import { startPublishers } from '../helpers/publisher.js'
+import { recordingClient, type RecordingClient } from '../helpers/resuming-client.js'
+import { startServer } from '../helpers/server.js'
+import { startSwarm } from '../helpers/swarm.js'
+import { delay } from '../helpers/server.js'
 
 // A deploy with history on (docs/protocol.md section 6): the instance under
 // a thousand clients shuts down, and they all reconnect to the next one and
@@ -14,6 +14,8 @@ import { delay } from './helpers/server.js'
 // end with every event exactly once; and the clients already on the next
 // instance, which did not disconnect, must keep their live latency: the
 // replays queue behind maxReplays, live delivery goes first.
+// In test/serial, which tap runs alone: the latency it compares is the
+// instance's, and another test file sharing the two cores would be measured too.
 
 const CLIENTS = 1000
 const CUSTOMERS = 20
