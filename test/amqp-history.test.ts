@@ -358,12 +358,18 @@ if (await requireBroker(t)) {
     for (let round = 0; round < 4; round++) {
       await Promise.all(Array.from({ length: 200 }, (_, i) => bus.publish(busMessage(`fill.${i}`, kilobyte))))
     }
+    // RabbitMQ 3.10 may hold back a new reader of a stream whose segments
+    // retention just dropped until something more is published (docs/rabbitmq.md,
+    // history stream): the stream goes on being published to, as a live one does.
+    const ticker = setInterval(() => { bus.publish(busMessage('tick.more', 'x')).catch(() => {}) }, 250)
+    t.teardown(() => clearInterval(ticker))
     const oldest = await history.oldest()
     t.ok(oldest > 0, `retention dropped the first segments (oldest ${oldest})`)
     const cursor = history.read(0)
     t.teardown(() => cursor.close())
     const first = await within(cursor.next(), { what: 'the first retained message' })
-    t.equal(first.offset, oldest, 'a read from 0 starts at the oldest retained message')
+    t.ok(first.offset >= oldest && first.offset <= await history.oldest(), `a read from 0 starts at the oldest retained message (${first.offset}, oldest ${oldest})`)
+    clearInterval(ticker)
   })
 
   t.test('oldest(): concurrent calls share one probe', async (t) => {
