@@ -368,7 +368,8 @@ if (await requireBroker(t)) {
     const cursor = history.read(0)
     t.teardown(() => cursor.close())
     const first = await within(cursor.next(), { what: 'the first retained message' })
-    t.ok(first.offset >= oldest && first.offset <= await history.oldest(), `a read from 0 starts at the oldest retained message (${first.offset}, oldest ${oldest})`)
+    const offset = first.offset as number
+    t.ok(offset >= oldest && offset <= await history.oldest(), `a read from 0 starts at the oldest retained message (${offset}, oldest ${oldest})`)
     clearInterval(ticker)
   })
 
