@@ -15,10 +15,19 @@ export interface Stamp {
   p: number
   /** Its number in the publisher's sequence, from 0. */
   n: number
-  /** Epoch ms at publish, for latency. */
+  /** When it was published, on `stampClock()`, for latency. */
   at: number
   /** On the last events of each publisher (test/helpers/resuming-client.ts waits for them). */
   last?: true
+}
+
+/**
+ * Epoch milliseconds with a fraction: latencies of a few milliseconds, read
+ * with Date.now(), would be rounded to whole ones, and a ratio of two of them
+ * (4 against 7 ms) would say more about the rounding than about the server.
+ */
+export function stampClock (): number {
+  return performance.timeOrigin + performance.now()
 }
 
 export interface Published {
@@ -71,7 +80,7 @@ export function startPublishers (t: { teardown: (fn: () => Promise<void>) => voi
     let n = 0
     while (!stopping.signal.aborted) {
       const inFlight = Array.from({ length: batch }, () => {
-        const stamp: Stamp = { p, n: n++, at: Date.now() }
+        const stamp: Stamp = { p, n: n++, at: stampClock() }
         const eventTopic = topic(stamp.n, p)
         return app.publish(eventTopic, stamp).then(({ id }) => ({ p, n: stamp.n, topic: eventTopic, id }), (error: unknown) => {
           failures.push(error)
@@ -82,7 +91,7 @@ export function startPublishers (t: { teardown: (fn: () => Promise<void>) => voi
       await delay(pauseMs)
     }
     for (const sentinel of sentinels) {
-      const stamp: Stamp = { p, n: n++, at: Date.now(), last: true }
+      const stamp: Stamp = { p, n: n++, at: stampClock(), last: true }
       const { id } = await app.publish(sentinel, stamp)
       record.push({ p, n: stamp.n, topic: sentinel, id })
     }

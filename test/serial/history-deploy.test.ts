@@ -2,7 +2,7 @@ import t from 'tap'
 import { requireBroker } from '../helpers/broker.js'
 import { deliveryReport } from '../helpers/delivery-check.js'
 import { clusterOptions, startInstance } from '../helpers/instance.js'
-import { startPublishers } from '../helpers/publisher.js'
+import { stampClock, startPublishers } from '../helpers/publisher.js'
 import { recordingClient, type RecordingClient } from '../helpers/resuming-client.js'
 import { startServer } from '../helpers/server.js'
 import { startSwarm } from '../helpers/swarm.js'
@@ -43,24 +43,27 @@ if (await requireBroker(t)) {
       url: next.url,
       token,
       patterns: ['orders.#'],
-      onEvent: (_, stamp) => { samples.push({ at: Date.now(), ms: Date.now() - stamp.at }) }
+      onEvent: (_, stamp) => {
+        const now = stampClock()
+        samples.push({ at: now, ms: now - stamp.at })
+      }
     })))
     // About 50 events a second: each replay reads every event since its client's position, matching or not.
     const publishers = startPublishers(t, publishing.app, { batch: 1, pauseMs: 40, topic: (n) => `orders.${n % CUSTOMERS}.paid`, sentinels: topics })
 
     await delay(1000)
-    const baselineFrom = Date.now()
+    const baselineFrom = stampClock()
     // Latency is measured over time, not awaited: this is the measurement's duration, not a wait for an outcome.
     await delay(BASELINE_MS)
     const baseline = samples.filter((sample) => sample.at >= baselineFrom)
 
-    const deployFrom = Date.now()
+    const deployFrom = stampClock()
     await swarm.nextUpstream()
     leaving.child.signal('SIGTERM')
     await swarm.until((progress) => progress.resumed === CLIENTS, `all ${CLIENTS} clients to resume`, 45_000).catch(async (error: Error) => {
       throw new Error(`${error.message}; the next instance's stats: ${JSON.stringify(await next.stats().catch(String))}`)
     })
-    const deployTook = Date.now() - deployFrom
+    const deployTook = Math.round(stampClock() - deployFrom)
     const during = samples.filter((sample) => sample.at >= deployFrom)
     t.equal(await leaving.child.exited('the old instance to exit', 10_000), 0, 'the old instance closed and exited')
 
@@ -81,15 +84,14 @@ if (await requireBroker(t)) {
       t.same(observer.disconnects, [], `observer ${i}: never disconnected`)
     }
     const [p50, p95, dp50, dp95] = [percentile(baseline, 0.5), percentile(baseline, 0.95), percentile(during, 0.5), percentile(during, 0.95)]
-    t.comment(`live latency: baseline p50 ${p50} ms p95 ${p95} ms (${baseline.length} samples); during the ${deployTook} ms resume of ${CLIENTS} clients p50 ${dp50} ms p95 ${dp95} ms (${during.length} samples)`)
-    // The target is 2x (issue 11). On this 2-core machine, where the thousand
-    // clients, their proxy, three instances and RabbitMQ share the cores, it
-    // measured 1.75x in three runs and 2.25x in the fourth: a latency ratio is
-    // a benchmark's figure, reported here, not a pass/fail of this suite. The
-    // bound asserted is the starvation the suite must catch: 11x (79 against
-    // 7 ms) before replays read recent events from memory.
-    t.comment(`live latency during the deploy: ${(dp50 / p50).toFixed(2)}x the baseline (target 2x: ${dp50 <= 2 * p50 ? 'met' : 'MISSED'})`)
-    t.ok(dp50 <= 5 * p50, `the live latency of the clients that stayed (median ${dp50} ms) within 5x its value without the deploy (${p50} ms): replays do not starve live delivery`)
+    const ms = (value: number): string => `${value.toFixed(1)} ms`
+    t.comment(`live latency: baseline p50 ${ms(p50)} p95 ${ms(p95)} (${baseline.length} samples); during the ${deployTook} ms resume of ${CLIENTS} clients p50 ${ms(dp50)} p95 ${ms(dp95)} (${during.length} samples)`)
+    // The bound is 2x the median. The thousand clients run at the lowest CPU
+    // priority (test/fixtures/client-swarm.ts): they stand for browsers on
+    // other machines, and at equal priority their own work on these two cores
+    // was most of what was measured (1.75x to 2.29x; 1.13x to 1.73x niced).
+    // Starvation, before replays read recent events from memory, was 11x.
+    t.ok(dp50 <= 2 * p50, `the live latency of the clients that stayed (median ${ms(dp50)}) within 2x its value without the deploy (${ms(p50)}): replays do not starve live delivery`)
     t.ok(during.length > 0 && baseline.length > 0, 'latency was sampled before and during the deploy')
   })
 }
