@@ -158,6 +158,18 @@ async function startStations (bus: Bus, exchange: BenchExchange | undefined): Pr
   return stations
 }
 
+/** A table row: `head`, then what `measure` found, or why it failed. */
+async function row (head: Cell[], brokerCpu: boolean, measure: () => Promise<Replayed>): Promise<Cell[]> {
+  try {
+    const r = await measure()
+    return [...head, Math.round(r.eventsPerSec), r.first.toFixed(0), r.median.toFixed(0), r.last.toFixed(0), r.serverPerEvent.toFixed(2),
+      r.broker === undefined || !brokerCpu ? '-' : r.broker.toFixed(1), r.generator.toFixed(1)]
+  } catch (err) {
+    // One failed point should not cost the rest of the run: the row says what happened.
+    return [...head, `failed: ${(err as Error).message.split('\n')[0]}`, '', '', '', '', '', '']
+  }
+}
+
 async function measureStation (bus: Bus, station: Station, positions: Positions, sizes: Sizes): Promise<Cell[][]> {
   const { setup, deployment, generator } = station
   const rows: Cell[][] = []
@@ -166,16 +178,26 @@ async function measureStation (bus: Bus, station: Station, positions: Positions,
   if (setup.many) points.push([MANY[bus], positions.tail, sizes.tail])
   for (const [sockets, since, events] of points) {
     const head = [bus, sockets, events, setup.window, setup.maxReplays]
-    try {
-      const r = await resume(deployment, generator, sockets, since, events, setup.window)
-      rows.push([...head, Math.round(r.eventsPerSec), r.first.toFixed(0), r.median.toFixed(0), r.last.toFixed(0), r.serverPerEvent.toFixed(2),
-        r.broker === undefined || bus === 'memory' ? '-' : r.broker.toFixed(1), r.generator.toFixed(1)])
-    } catch (err) {
-      // One failed point should not cost the rest of the run: the row says what happened.
-      rows.push([...head, `failed: ${(err as Error).message.split('\n')[0]}`, '', '', '', '', '', ''])
-    }
+    rows.push(await row(head, bus === 'amqp', () => resume(deployment, generator, sockets, since, events, setup.window)))
   }
   return rows
+}
+
+/**
+ * One socket resuming from before every retained event on an instance
+ * started after they were published: its recent events in memory hold none
+ * of them, so the replay reads the stream itself, as after a deploy whose
+ * clients were away longer than the new instance has run.
+ */
+async function fromTheStream (exchange: BenchExchange, positions: Positions, sizes: Sizes): Promise<Cell[]> {
+  const setup = SETUPS[0]!
+  const head = ['amqp (stream)', 1, sizes.retained, setup.window, setup.maxReplays]
+  const deployment = await Deployment.start(PEER.amqp, { window: setup.window, history: { maxReplays: setup.maxReplays }, exchange: exchange.name })
+  try {
+    return await row(head, true, () => resume(deployment, deployment.generator(), 1, positions.all, sizes.retained, setup.window))
+  } finally {
+    await deployment.stop()
+  }
 }
 
 async function measureBus (bus: Bus, sizes: Sizes): Promise<Cell[][]> {
@@ -189,6 +211,7 @@ async function measureBus (bus: Bus, sizes: Sizes): Promise<Cell[][]> {
         const positions = shared ?? await fill(station, [station], sizes)
         rows.push(...await measureStation(bus, station, positions, sizes))
       }
+      if (shared !== undefined && exchange !== undefined) rows.push(await fromTheStream(exchange, shared, sizes))
       return rows
     } finally {
       await Promise.all(stations.map((station) => station.deployment.stop()))
