@@ -1,6 +1,7 @@
 import type { ConsumeMessage } from 'amqplib'
 import { ClosedError } from '../errors.js'
 import type { EventLimits } from '../publish.js'
+import { QueueWindow } from '../queue-window.js'
 import { fromDelivery, streamOffset } from './amqp-message.js'
 import type { BusMessage, HistoryCursor } from './types.js'
 
@@ -20,29 +21,17 @@ interface Taken {
 
 export class RecentMessages {
   readonly #maxBytes: number
-  /** Taken messages in offset order; `#entries[i]` has sequence number `#base + i`. */
-  #entries: Taken[] = []
-  #start = 0
-  #base = 0
+  /** Taken messages in offset order, each under its sequence number. */
+  readonly #entries = new QueueWindow<Taken>()
   #bytes = 0
 
   constructor (maxBytes: number) {
     this.#maxBytes = maxBytes
   }
 
-  /** Sequence number of the next message to be taken. */
-  get end (): number {
-    return this.#base + this.#entries.length
-  }
-
-  /** Sequence number of the oldest message kept. */
-  get first (): number {
-    return this.#base + this.#start
-  }
-
   /** Offset of the oldest message kept, or undefined while none is. */
   get firstOffset (): number | undefined {
-    return this.#entries[this.#start]?.offset
+    return this.#entries.oldest?.offset
   }
 
   /** The live consumer took `delivery` (every message of the stream, in order, wanted or not). */
@@ -51,14 +40,8 @@ export class RecentMessages {
     if (offset === undefined) return
     this.#entries.push({ offset, delivery })
     this.#bytes += bytesOf(delivery)
-    while (this.#bytes > this.#maxBytes && this.#entries.length - this.#start > 1) {
-      this.#bytes -= bytesOf((this.#entries[this.#start] as Taken).delivery)
-      this.#entries[this.#start++] = undefined as unknown as Taken
-    }
-    if (this.#start > 1024 && this.#start * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#start)
-      this.#base += this.#start
-      this.#start = 0
+    while (this.#bytes > this.#maxBytes && this.#entries.length > 1) {
+      this.#bytes -= bytesOf((this.#entries.shift() as Taken).delivery)
     }
   }
 
@@ -70,18 +53,11 @@ export class RecentMessages {
 
   /** Sequence number of the first message kept at or after `offset` (the end when there is none yet). */
   seqOf (offset: number): number {
-    let low = this.#start
-    let high = this.#entries.length
-    while (low < high) {
-      const middle = (low + high) >>> 1
-      if ((this.#entries[middle] as Taken).offset < offset) low = middle + 1
-      else high = middle
-    }
-    return this.#base + low
+    return this.#entries.search((taken) => taken.offset < offset)
   }
 
   at (seq: number): Taken | undefined {
-    return seq < this.first ? undefined : this.#entries[seq - this.#base]
+    return this.#entries.at(seq)
   }
 }
 
