@@ -3,6 +3,7 @@ import { ClosedError } from '../errors.js'
 import type { EventLimits } from '../publish.js'
 import { QueueWindow } from '../queue-window.js'
 import { fromDelivery, streamOffset } from './amqp-message.js'
+import { makeRoom, type EventRoom } from './retained-event.js'
 import type { BusMessage, HistoryCursor } from './types.js'
 
 // The newest part of the history stream, as this instance's live consumer
@@ -17,6 +18,10 @@ interface Taken {
   readonly delivery: ConsumeMessage
   /** The message once checked (or why it is not an event): checked once, however many replays read it. */
   checked?: BusMessage | string
+  /** Bytes counted against the bound: the delivery's, and those of the frames its replays encoded (retained-event.ts). */
+  bytes: number
+  /** Made with `checked`, for an event. */
+  room?: EventRoom
 }
 
 export class RecentMessages {
@@ -38,11 +43,27 @@ export class RecentMessages {
   append (delivery: ConsumeMessage): void {
     const offset = streamOffset(delivery)
     if (offset === undefined) return
-    this.#entries.push({ offset, delivery })
-    this.#bytes += bytesOf(delivery)
+    const taken: Taken = { offset, delivery, bytes: bytesOf(delivery) }
+    this.#entries.push(taken)
+    this.#bytes += taken.bytes
     while (this.#bytes > this.#maxBytes && this.#entries.length > 1) {
-      this.#bytes -= bytesOf((this.#entries.shift() as Taken).delivery)
+      const oldest = this.#entries.shift() as Taken
+      this.#bytes -= oldest.bytes
+      oldest.room?.drop()
     }
+  }
+
+  /** Checks a taken message once, and makes the room for its replays' encoded event (retained-event.ts). */
+  checked (taken: Taken, limits: EventLimits): BusMessage | string {
+    if (taken.checked !== undefined) return taken.checked
+    const message = taken.checked = fromDelivery(taken.delivery, limits)
+    if (typeof message === 'string') return message
+    message.offset = taken.offset
+    taken.room = makeRoom(message, (bytes) => {
+      taken.bytes += bytes
+      this.#bytes += bytes
+    })
+    return message
   }
 
   /** Whether a read from `from` can start here: the oldest kept is at or before it. */
@@ -103,7 +124,7 @@ export class RecentCursor implements HistoryCursor {
       }
       this.#seq++
       this.#last = taken.offset
-      const message = taken.checked ??= this.#check(taken)
+      const message = this.#recent.checked(taken, this.#limits)
       // What is not a valid event is skipped, as the live path drops it.
       if (typeof message === 'string') continue
       return message
@@ -115,11 +136,5 @@ export class RecentCursor implements HistoryCursor {
     this.#closed = true
     this.#stream?.close()
     this.#onClose(this)
-  }
-
-  #check ({ delivery, offset }: Taken): BusMessage | string {
-    const message = fromDelivery(delivery, this.#limits)
-    if (typeof message !== 'string') message.offset = offset
-    return message
   }
 }

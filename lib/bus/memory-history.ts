@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { ClosedError } from '../errors.js'
 import type { ResolvedHistoryOptions } from '../options.js'
 import { QueueWindow } from '../queue-window.js'
+import { makeRoom, type EventRoom } from './retained-event.js'
 import type { BusHistory, BusMessage, HistoryCursor } from './types.js'
 
 // The in-process bus's history: every published message, in publish order,
@@ -11,7 +12,14 @@ import type { BusHistory, BusMessage, HistoryCursor } from './types.js'
 
 interface Retained {
   readonly message: BusMessage & { offset: number }
+  /** The message's own bytes (topic, id, payload), what `maxBytes` bounds. */
   readonly bytes: number
+  /**
+   * Made when a replay first reads the message. The frames it keeps are not
+   * counted in `maxBytes`: that bound is the retention clients resume
+   * within, which must not shrink because other clients resumed.
+   */
+  room?: EventRoom
 }
 
 export class MemoryHistory implements BusHistory {
@@ -109,7 +117,10 @@ export class MemoryHistory implements BusHistory {
   }
 
   #at (offset: number): BusMessage | undefined {
-    return this.#log.at(offset)?.message
+    const retained = this.#log.at(offset)
+    if (retained === undefined) return undefined
+    retained.room ??= makeRoom(retained.message)
+    return retained.message
   }
 
   #trim (now: number): void {
