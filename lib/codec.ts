@@ -39,13 +39,16 @@ export class OutboundEvent {
   readonly pos: string | undefined
   readonly #message: BusMessage
   readonly #encodeFailed: EncodeFailed | undefined
+  readonly #encoded: ((bytes: number) => void) | undefined
   // undefined: not encoded yet; null: encoding failed.
   #jsonBody: Buffer | null | undefined
   #msgpackBody: Buffer | null | undefined
 
-  constructor (message: BusMessage, encodeFailed?: EncodeFailed, pos?: string) {
+  /** `encoded` is told the bytes of each frame body encoded (the RabbitMQ history's recent events count them: lib/bus/retained-event.ts). */
+  constructor (message: BusMessage, encodeFailed?: EncodeFailed, pos?: string, encoded?: (bytes: number) => void) {
     this.#message = message
     this.#encodeFailed = encodeFailed
+    this.#encoded = encoded
     this.topic = message.topic
     this.id = message.id
     this.size = message.payload.length
@@ -106,12 +109,15 @@ export class OutboundEvent {
   }
 
   #encode (format: Format, encode: () => Buffer): Buffer | null {
+    let body: Buffer
     try {
-      return encode()
+      body = encode()
     } catch (error) {
       this.#encodeFailed?.(this, format, error)
       return null
     }
+    this.#encoded?.(body.length)
+    return body
   }
 
   // The payload is spliced in as bytes, never re-parsed: it is JSON because

@@ -1,13 +1,13 @@
 import type { OutboundEvent } from './codec.js'
+import { QueueWindow } from './queue-window.js'
 
 /** Events waiting behind a full ack window, oldest first, with their bytes counted. */
 export class PendingQueue {
-  #events: Array<OutboundEvent | undefined> = []
-  #head = 0
+  readonly #events = new QueueWindow<OutboundEvent>()
   bytes = 0
 
   get length (): number {
-    return this.#events.length - this.#head
+    return this.#events.length
   }
 
   push (event: OutboundEvent): void {
@@ -16,15 +16,8 @@ export class PendingQueue {
   }
 
   shift (): OutboundEvent | undefined {
-    const event = this.#events[this.#head]
-    if (event === undefined) return undefined
-    this.#events[this.#head++] = undefined
-    this.bytes -= event.size
-    // Compact now and then, so a long-lived queue does not keep its drained prefix.
-    if (this.#head > 1024 && this.#head * 2 > this.#events.length) {
-      this.#events = this.#events.slice(this.#head)
-      this.#head = 0
-    }
+    const event = this.#events.shift()
+    if (event !== undefined) this.bytes -= event.size
     return event
   }
 }

@@ -1,6 +1,7 @@
 import { TopicIndex } from './client/topic-index.js'
 import { CONTROL_PREFIX } from './topics.js'
 import { OutboundEvent, type EncodeFailed, type Format } from './codec.js'
+import { retainedRoom } from './bus/retained-event.js'
 import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
 
 // One connection's replay (docs/protocol.md section 6): it reads the history
@@ -184,7 +185,10 @@ export class Replay {
   }
 
   #send (message: BusMessage): void {
-    const event = new OutboundEvent(message, this.#host.encodeFailed, this.#host.history.format(message.offset as number))
+    const { encodeFailed, history } = this.#host
+    const make = (encoded?: (bytes: number) => void): OutboundEvent => new OutboundEvent(message, encodeFailed, history.format(message.offset as number), encoded)
+    // A message the history keeps in memory shares one event, frames and all, with every replay of it; one read from the broker's stream has none.
+    const event = retainedRoom(message)?.event(make) ?? make()
     if (!event.encodes(this.#target.format)) return
     this.#sent++
     this.#target.replayed(event)

@@ -1,7 +1,9 @@
 import type { ConsumeMessage } from 'amqplib'
 import { ClosedError } from '../errors.js'
 import type { EventLimits } from '../publish.js'
+import { QueueWindow } from '../queue-window.js'
 import { fromDelivery, streamOffset } from './amqp-message.js'
+import { makeRoom, type EventRoom } from './retained-event.js'
 import type { BusMessage, HistoryCursor } from './types.js'
 
 // The newest part of the history stream, as this instance's live consumer
@@ -16,50 +18,52 @@ interface Taken {
   readonly delivery: ConsumeMessage
   /** The message once checked (or why it is not an event): checked once, however many replays read it. */
   checked?: BusMessage | string
+  /** Bytes counted against the bound: the delivery's, and those of the frames its replays encoded (retained-event.ts). */
+  bytes: number
+  /** Made with `checked`, for an event. */
+  room?: EventRoom
 }
 
 export class RecentMessages {
   readonly #maxBytes: number
-  /** Taken messages in offset order; `#entries[i]` has sequence number `#base + i`. */
-  #entries: Taken[] = []
-  #start = 0
-  #base = 0
+  /** Taken messages in offset order, each under its sequence number. */
+  readonly #entries = new QueueWindow<Taken>()
   #bytes = 0
 
   constructor (maxBytes: number) {
     this.#maxBytes = maxBytes
   }
 
-  /** Sequence number of the next message to be taken. */
-  get end (): number {
-    return this.#base + this.#entries.length
-  }
-
-  /** Sequence number of the oldest message kept. */
-  get first (): number {
-    return this.#base + this.#start
-  }
-
   /** Offset of the oldest message kept, or undefined while none is. */
   get firstOffset (): number | undefined {
-    return this.#entries[this.#start]?.offset
+    return this.#entries.oldest?.offset
   }
 
   /** The live consumer took `delivery` (every message of the stream, in order, wanted or not). */
   append (delivery: ConsumeMessage): void {
     const offset = streamOffset(delivery)
     if (offset === undefined) return
-    this.#entries.push({ offset, delivery })
-    this.#bytes += bytesOf(delivery)
-    while (this.#bytes > this.#maxBytes && this.#entries.length - this.#start > 1) {
-      this.#bytes -= bytesOf((this.#entries[this.#start] as Taken).delivery)
-      this.#entries[this.#start++] = undefined as unknown as Taken
+    const taken: Taken = { offset, delivery, bytes: bytesOf(delivery) }
+    this.#entries.push(taken)
+    this.#bytes += taken.bytes
+    while (this.#bytes > this.#maxBytes && this.#entries.length > 1) {
+      const oldest = this.#entries.shift() as Taken
+      this.#bytes -= oldest.bytes
+      oldest.room?.drop()
     }
-    if (this.#start > 1024 && this.#start * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#start)
-      this.#base += this.#start
-      this.#start = 0
-    }
+  }
+
+  /** Checks a taken message once, and makes the room for its replays' encoded event (retained-event.ts). */
+  checked (taken: Taken, limits: EventLimits): BusMessage | string {
+    if (taken.checked !== undefined) return taken.checked
+    const message = taken.checked = fromDelivery(taken.delivery, limits)
+    if (typeof message === 'string') return message
+    message.offset = taken.offset
+    taken.room = makeRoom(message, (bytes) => {
+      taken.bytes += bytes
+      this.#bytes += bytes
+    })
+    return message
   }
 
   /** Whether a read from `from` can start here: the oldest kept is at or before it. */
@@ -70,18 +74,11 @@ export class RecentMessages {
 
   /** Sequence number of the first message kept at or after `offset` (the end when there is none yet). */
   seqOf (offset: number): number {
-    let low = this.#start
-    let high = this.#entries.length
-    while (low < high) {
-      const middle = (low + high) >>> 1
-      if ((this.#entries[middle] as Taken).offset < offset) low = middle + 1
-      else high = middle
-    }
-    return this.#base + low
+    return this.#entries.search((taken) => taken.offset < offset)
   }
 
   at (seq: number): Taken | undefined {
-    return seq < this.first ? undefined : this.#entries[seq - this.#base]
+    return this.#entries.at(seq)
   }
 }
 
@@ -127,7 +124,7 @@ export class RecentCursor implements HistoryCursor {
       }
       this.#seq++
       this.#last = taken.offset
-      const message = taken.checked ??= this.#check(taken)
+      const message = this.#recent.checked(taken, this.#limits)
       // What is not a valid event is skipped, as the live path drops it.
       if (typeof message === 'string') continue
       return message
@@ -139,11 +136,5 @@ export class RecentCursor implements HistoryCursor {
     this.#closed = true
     this.#stream?.close()
     this.#onClose(this)
-  }
-
-  #check ({ delivery, offset }: Taken): BusMessage | string {
-    const message = fromDelivery(delivery, this.#limits)
-    if (typeof message !== 'string') message.offset = offset
-    return message
   }
 }

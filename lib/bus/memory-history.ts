@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { ClosedError } from '../errors.js'
 import type { ResolvedHistoryOptions } from '../options.js'
+import { QueueWindow } from '../queue-window.js'
+import { makeRoom, type EventRoom } from './retained-event.js'
 import type { BusHistory, BusMessage, HistoryCursor } from './types.js'
 
 // The in-process bus's history: every published message, in publish order,
@@ -10,18 +12,22 @@ import type { BusHistory, BusMessage, HistoryCursor } from './types.js'
 
 interface Retained {
   readonly message: BusMessage & { offset: number }
+  /** The message's own bytes (topic, id, payload), what `maxBytes` bounds. */
   readonly bytes: number
+  /**
+   * Made when a replay first reads the message. The frames it keeps are not
+   * counted in `maxBytes`: that bound is the retention clients resume
+   * within, which must not shrink because other clients resumed.
+   */
+  room?: EventRoom
 }
 
 export class MemoryHistory implements BusHistory {
   readonly #epoch = randomBytes(4).toString('hex')
   readonly #limits: ResolvedHistoryOptions
-  /** Retained messages, oldest first, with offsets from `#first` on without a gap. */
-  #log: Retained[] = []
-  /** Index in `#log` of the oldest retained message: trimming advances it, compaction resets it. */
-  #start = 0
+  /** Retained messages, oldest first: a message's sequence number in it is its offset. */
+  readonly #log = new QueueWindow<Retained>()
   #bytes = 0
-  #head = -1
   /** Cursors waiting for the next message. */
   readonly #waiting = new Set<() => void>()
   /** Open cursors, closed with the bus. */
@@ -33,12 +39,12 @@ export class MemoryHistory implements BusHistory {
   }
 
   get head (): number {
-    return this.#head
+    return this.#log.end - 1
   }
 
   async oldest (): Promise<number> {
     this.#trim(Date.now())
-    return this.#oldestOffset
+    return this.#log.first
   }
 
   async retains (offset: number): Promise<boolean> {
@@ -47,7 +53,7 @@ export class MemoryHistory implements BusHistory {
 
   /** Gives `message` the next offset and retains it; returns it with its offset. */
   append (message: BusMessage): BusMessage & { offset: number } {
-    const retained = { message: { ...message, offset: ++this.#head }, bytes: message.payload.length + message.topic.length + message.id.length }
+    const retained = { message: { ...message, offset: this.#log.end }, bytes: message.payload.length + message.topic.length + message.id.length }
     this.#log.push(retained)
     this.#bytes += retained.bytes
     this.#trim(message.time)
@@ -72,7 +78,7 @@ export class MemoryHistory implements BusHistory {
         for (;;) {
           if (closed) throw new ClosedError()
           // Retention may have dropped it meanwhile: the oldest retained comes next.
-          next = Math.max(next, history.#oldestOffset)
+          next = Math.max(next, history.#log.first)
           const found = history.#at(next)
           if (found !== undefined) {
             next++
@@ -107,29 +113,24 @@ export class MemoryHistory implements BusHistory {
     if (!/^(0|[1-9a-z][0-9a-z]*)$/.test(digits) || digits.length > 11) return undefined
     const offset = parseInt(digits, 36)
     // Beyond the head it was never issued.
-    return offset <= this.#head ? offset : undefined
-  }
-
-  get #oldestOffset (): number {
-    return this.#head + 1 - (this.#log.length - this.#start)
+    return offset <= this.head ? offset : undefined
   }
 
   #at (offset: number): BusMessage | undefined {
-    return this.#log[this.#start + offset - this.#oldestOffset]?.message
+    const retained = this.#log.at(offset)
+    if (retained === undefined) return undefined
+    retained.room ??= makeRoom(retained.message)
+    return retained.message
   }
 
   #trim (now: number): void {
     const { maxBytes, maxAgeMs } = this.#limits
     // The newest message always stays: a position must remain resumable right after it was issued.
-    while (this.#log.length - this.#start > 1) {
-      const oldest = this.#log[this.#start] as Retained
+    while (this.#log.length > 1) {
+      const oldest = this.#log.oldest as Retained
       if (this.#bytes <= maxBytes && now - oldest.message.time <= maxAgeMs) break
       this.#bytes -= oldest.bytes
-      this.#log[this.#start++] = undefined as unknown as Retained
-    }
-    if (this.#start > 1024 && this.#start * 2 > this.#log.length) {
-      this.#log = this.#log.slice(this.#start)
-      this.#start = 0
+      this.#log.shift()
     }
   }
 }
