@@ -1,0 +1,232 @@
+import t, { type Test } from 'tap'
+import type { EventSocketOptions } from '../lib/index.js'
+import { brokerUrl, requireBroker } from './helpers/broker.js'
+import { publishForeign, type Foreign } from './helpers/foreign.js'
+import { clusterOptions } from './helpers/instance.js'
+import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
+import { watchStreamReaders } from './helpers/stream-readers.js'
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js'
+import { waitFor, within } from './helpers/wait.js'
+
+// Attacks on history and resume on the RabbitMQ bus (docs/protocol.md
+// section 6), where the in-process attacks (attack-history-*.test.ts) cannot
+// reach: foreign messages in the stream, replays read from the stream rather
+// than from the recent messages kept in memory (lib/bus/amqp-recent.ts), the
+// broker going away under a resume, hundreds of stream replays at once, and
+// retention cutting a replay's events on the broker.
+
+/**
+ * Retention small enough that the recent messages kept in memory (at most
+ * maxBytes, counted as 512 bytes and the body each) hold some 1,000 of these
+ * events, while the stream (about 330 bytes each on disk, dropped by 64 KB
+ * segments) keeps at least 1,390 of them.
+ */
+const SMALL_BYTES = 512 * 1024
+/** Events after a `since` that push it out of the recent messages of a SMALL_BYTES history, and not out of its stream. */
+const PAST_RECENT = 1200
+
+/** How long the history waits for the broker (a cursor, the probe of the oldest offset) before it gives up. */
+const PUBLISH_TIMEOUT_MS = 3000
+/** An outage the history rides out, and one it does not. */
+const SHORT_OUTAGE_MS = 1000
+const LONG_OUTAGE_MS = PUBLISH_TIMEOUT_MS + 1500
+
+let requestId = 1
+
+/** Sends a `sub` (with `since` when given) and resolves with its answer. */
+async function subscribe (client: TestClient, topic: string, since?: string, timeout = 5000): Promise<Message> {
+  const id = requestId++
+  const from = client.messages.length
+  client.send(since === undefined ? { op: 'sub', id, topic } : { op: 'sub', id, topic, since })
+  return await client.next((message) => message.id === id && (message.op === 'ok' || message.op === 'error'), { from, timeout })
+}
+
+/** Publishes `count` events on `prefix.<i>`, a batch at a time (in order: one publisher's publishes keep theirs). */
+async function publishMany (server: TestServer, prefix: string, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 100) {
+    await Promise.all(names(prefix, Math.min(100, count - i)).map((topic) => server.app.publish(topic, { i })))
+  }
+}
+
+/** Publishes each topic in turn; returns their ids. */
+async function publishEach (server: TestServer, topics: string[]): Promise<string[]> {
+  const ids: string[] = []
+  for (const topic of topics) ids.push((await server.app.publish(topic, { n: ids.length })).id)
+  return ids
+}
+
+const names = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}.${i}`)
+
+function idsOf (client: TestClient): string[] {
+  return client.events().map((event) => event.id as string)
+}
+
+/** The pos of the history's newest event, from the `ok` of a throwaway sub (an empty history has none: one event is published first). */
+async function newestPos (t: Test, server: TestServer): Promise<string> {
+  await publishEach(server, ['start.0'])
+  const probe = await openClient(t, server, { sub: 'probe' })
+  let pos: unknown
+  // The ok carries no pos until the live path took an event.
+  await waitFor(async () => typeof (pos = (await subscribe(probe, `probe.${requestId}`)).pos) === 'string', { what: 'an ok with a pos' })
+  probe.ws.terminate()
+  return pos as string
+}
+
+/** Waits until `client` received event `id` (or closed: the caller's assertions then say what it got). */
+async function gotOrClosed (client: TestClient, id: string, timeoutMs = 15_000): Promise<void> {
+  await waitFor(() => idsOf(client).includes(id) || client.ws.readyState === client.ws.CLOSED, {
+    what: `event ${id} or a close`,
+    timeoutMs,
+    detail: () => `${idsOf(client).length} events`
+  })
+}
+
+/** Still serving: a fresh connection subscribes and gets an event published after. */
+async function stillServes (t: Test, server: TestServer): Promise<void> {
+  const fresh = await openClient(t, server, { sub: 'after' })
+  t.equal((await subscribe(fresh, 'after.*')).op, 'ok', 'a fresh connection subscribes')
+  const [after] = await publishEach(server, ['after.1'])
+  await gotOrClosed(fresh, after as string, 5000)
+  t.same(idsOf(fresh), [after], 'and gets the next event live')
+}
+
+/** The id of the one foreign message of round `round` that is a valid event: its headers are garbage, the rest is what publish makes. */
+const validForeign = (round: number): string => `foreign-valid-${round}`
+
+/** What a producer that is not this plugin could put on the exchange, matched by `f.#` where a topic applies. */
+function foreignMessages (round: number): Foreign[] {
+  return [
+    { what: 'a body that is not JSON', routingKey: `f.${round}.x`, body: Buffer.from('not json {') },
+    { what: 'no messageId', routingKey: `f.${round}.x`, body: Buffer.from('{"n":1}'), properties: { messageId: undefined } },
+    { what: 'a body that is not UTF-8', routingKey: `f.${round}.x`, body: Buffer.from([0x22, 0xff, 0xfe, 0x22]) },
+    { what: 'garbage headers', routingKey: `f.${round}.x`, body: Buffer.from('{}'), properties: { messageId: validForeign(round), headers: { 'evsock-time': 'yesterday', 'x-stream-offset': 1e12, nested: { a: [1, 'b'] } } } },
+    { what: 'a routing key that is not a topic', routingKey: `f..${round}`, body: Buffer.from('{}') },
+    { what: 'nested deeper than maxEventDepth', routingKey: `f.${round}.x`, body: Buffer.from('['.repeat(100) + ']'.repeat(100)) },
+    { what: 'over maxEventBytes', routingKey: `f.${round}.x`, body: Buffer.from(JSON.stringify('x'.repeat(5000))) },
+    { what: 'an empty body', routingKey: `f.${round}.x`, body: Buffer.alloc(0) },
+    { what: 'a revocation that is garbage', routingKey: '$evsock.revoke', body: Buffer.from('garbage') },
+    { what: 'a control message of no known kind', routingKey: '$evsock.f', body: Buffer.from('{"sub":"reader"}') }
+  ]
+}
+
+/**
+ * (a) Foreign messages among the events a client missed: the replay, from the
+ * recent messages or from the stream, skips them and sends every event once,
+ * in order; the server goes on serving.
+ */
+async function foreignInReplay (t: Test, source: 'recent' | 'stream'): Promise<void> {
+  const options = clusterOptions(t, { history: { maxBytes: SMALL_BYTES }, maxEventBytes: 4096 })
+  const exchange = options.broker?.exchange as string
+  const server = await startServer(t, options)
+  const readers = watchStreamReaders(t, `${exchange}.history`)
+  const since = await newestPos(t, server)
+  const owed: string[] = []
+  for (let round = 0; round < 3; round++) {
+    owed.push(...await publishEach(server, [`f.${round}.a`, `f.${round}.b`]))
+    await publishForeign(exchange, foreignMessages(round))
+    // Headers are not checked (only evsock-time is read, and ignored when not a number): a valid event, from whoever.
+    owed.push(validForeign(round))
+  }
+  owed.push(...await publishEach(server, ['f.3.a']))
+  if (source === 'stream') await publishMany(server, 'filler', PAST_RECENT)
+  const client = await openClient(t, server)
+  client.ackEach()
+  const ok = await subscribe(client, 'f.#', since)
+  t.same({ op: ok.op, recovered: ok.recovered }, { op: 'ok', recovered: true }, 'the resume is recovered')
+  const [sentinel] = await publishEach(server, ['f.end'])
+  await gotOrClosed(client, sentinel as string)
+  t.same(idsOf(client), [...owed, sentinel], 'every valid event once, in order, the invalid foreign ones skipped, then live')
+  const cursors = readers.offsets.filter((offset) => typeof offset === 'number').length
+  if (source === 'recent') t.equal(cursors, 0, 'the replay was read from memory: no stream consumer opened')
+  else t.ok(cursors > 0, `the replay was read from the stream (${cursors} consumer(s))`)
+  await stillServes(t, server)
+}
+
+/** An instance whose broker connections go through a proxy, so that the broker can be taken away from it alone. */
+async function behindProxy (t: Test, overrides: EventSocketOptions): Promise<{ server: TestServer, proxy: TcpProxy, exchange: string }> {
+  const upstream = new URL(brokerUrl)
+  const proxy = await startTcpProxy(t, Number(upstream.port === '' ? 5672 : upstream.port))
+  const url = new URL(brokerUrl)
+  url.port = String(proxy.port)
+  const options = clusterOptions(t, { ...overrides, broker: { url: url.toString(), ...overrides.broker } })
+  const server = await startServer(t, options)
+  return { server, proxy, exchange: options.broker?.exchange as string }
+}
+
+/**
+ * Missed events whose first is just out of the recent messages, so that the
+ * replay reads the stream: `owed` 'o.*' events, then fillers 'filler.*'.
+ * Returns the `since` and the owed ids, once the live path took them all.
+ */
+async function missedFromStream (t: Test, server: TestServer, owedCount: number): Promise<{ since: string, owed: string[] }> {
+  const since = await newestPos(t, server)
+  const owed = await publishEach(server, names('o', owedCount))
+  // The live path took the last filler: the recent messages no longer hold `since`.
+  const watcher = await openClient(t, server, { sub: 'watcher' })
+  watcher.ackEach()
+  await subscribe(watcher, 'filler.*')
+  await publishMany(server, 'filler', PAST_RECENT - owedCount)
+  await waitFor(() => watcher.events().length === PAST_RECENT - owedCount, { what: 'the live path to take every filler', detail: () => `${watcher.events().length} taken` })
+  watcher.ws.terminate()
+  return { since, owed }
+}
+
+/**
+ * (b) The broker away from the instance while a client resumes from a `since`
+ * the replay must read from the stream. The client ends with every event once,
+ * or is told: an error to its sub, a 1013, or recovered: false. Never a gap.
+ */
+async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay', outageMs: number): Promise<void> {
+  const { server, proxy } = await behindProxy(t, { history: { maxBytes: SMALL_BYTES }, window: 8, broker: { publishTimeoutMs: PUBLISH_TIMEOUT_MS } })
+  // More than a cursor reads ahead (128): the replay has to consume again after the outage.
+  const { since, owed } = await missedFromStream(t, server, 400)
+  const client = await openClient(t, server)
+  let answer: Promise<Message>
+  if (when === 'before the sub') {
+    proxy.refuse(true)
+    proxy.cutAll()
+    answer = subscribe(client, 'o.*', since, 15_000)
+  } else {
+    // No acks: the replay stops after one window, its cursor reading ahead.
+    answer = subscribe(client, 'o.*', since, 15_000)
+    await waitFor(() => client.events().length === 8, { what: 'one window of replayed events' })
+    proxy.refuse(true)
+    proxy.cutAll()
+    const last = client.events().at(-1) as Message
+    client.send({ op: 'ack', seq: last.seq })
+  }
+  client.ackEach()
+  await new Promise((resolve) => setTimeout(resolve, outageMs))
+  proxy.refuse(false)
+  const answered = await answer
+  let ok = answered
+  if (ok.op === 'error') {
+    // Told: the subscription is not held (docs/protocol.md, UNAVAILABLE); the same resume, once the broker is back, recovers it all.
+    t.equal(ok.code, 'UNAVAILABLE', `a sub the history could not answer is refused UNAVAILABLE (${String(ok.message)})`)
+    ok = await subscribe(client, 'o.*', since, 15_000)
+    t.same({ op: ok.op, recovered: ok.recovered }, { op: 'ok', recovered: true }, 'the resume again, the broker back, is recovered')
+  }
+  const [sentinel] = await within(publishEach(server, ['o.end']), { what: 'a publish after the broker came back', timeoutMs: 10_000 })
+  await gotOrClosed(client, sentinel as string)
+  const got = idsOf(client)
+  const told = answered.op === 'error' || ok.recovered === false || client.ws.readyState === client.ws.CLOSED
+  const complete = got.length === owed.length + 1
+  t.ok(complete || told, `every event once in order, or told: answer ${JSON.stringify({ op: answered.op, code: answered.code, recovered: answered.recovered })}, ${got.length} of ${owed.length + 1} events${client.ws.readyState === client.ws.CLOSED ? ', closed' : ''}`)
+  if (outageMs > PUBLISH_TIMEOUT_MS) t.ok(told, 'an outage past publishTimeoutMs is told: the history could not be read in time')
+  t.same(got, [...owed, sentinel].slice(0, got.length), 'what came is a prefix of what was owed (no gap, no duplicate, in order)')
+  if (client.ws.readyState === client.ws.CLOSED) {
+    const { code, reason } = await client.closed
+    t.same({ code, reason }, { code: 1013, reason: 'resume again' }, 'a close is 1013, resume again')
+  }
+  await stillServes(t, server)
+}
+
+if (await requireBroker(t)) {
+  t.test('(a) foreign messages in the stream, the replay served from the recent messages: skipped, every real event once, in order', (t) => foreignInReplay(t, 'recent'))
+  t.test('(a) foreign messages in the stream, the replay served from the stream: skipped, every real event once, in order', (t) => foreignInReplay(t, 'stream'))
+  for (const outageMs of [SHORT_OUTAGE_MS, LONG_OUTAGE_MS]) {
+    const outage = outageMs > PUBLISH_TIMEOUT_MS ? 'longer than publishTimeoutMs' : 'shorter than publishTimeoutMs'
+    t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))
+    t.test(`(b) the broker going away mid-replay from the stream (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'mid-replay', outageMs))
+  }
+}
