@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import type { EventSocketOptions } from '../lib/index.js'
 import { brokerUrl, requireBroker } from './helpers/broker.js'
 import { publishForeign, type Foreign } from './helpers/foreign.js'
-import { clusterOptions } from './helpers/instance.js'
+import { clusterOptions, oldestRetained } from './helpers/instance.js'
 import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
 import { watchStreamReaders } from './helpers/stream-readers.js'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js'
@@ -24,6 +24,13 @@ import { waitFor, within } from './helpers/wait.js'
 const SMALL_BYTES = 512 * 1024
 /** Events after a `since` that push it out of the recent messages of a SMALL_BYTES history, and not out of its stream. */
 const PAST_RECENT = 1200
+/**
+ * The smallest such retention, for the test that makes hundreds of replays
+ * read it all: some 500 events in memory, at least 595 in the stream (its
+ * 256 KB less one segment).
+ */
+const TIGHT_BYTES = 256 * 1024
+const PAST_TIGHT_RECENT = 550
 
 /** How long the history waits for the broker (a cursor, the probe of the oldest offset) before it gives up. */
 const PUBLISH_TIMEOUT_MS = 3000
@@ -158,15 +165,15 @@ async function behindProxy (t: Test, overrides: EventSocketOptions): Promise<{ s
  * replay reads the stream: `owed` 'o.*' events, then fillers 'filler.*'.
  * Returns the `since` and the owed ids, once the live path took them all.
  */
-async function missedFromStream (t: Test, server: TestServer, owedCount: number): Promise<{ since: string, owed: string[] }> {
+async function missedFromStream (t: Test, server: TestServer, owedCount: number, pastRecent = PAST_RECENT): Promise<{ since: string, owed: string[] }> {
   const since = await newestPos(t, server)
   const owed = await publishEach(server, names('o', owedCount))
   // The live path took the last filler: the recent messages no longer hold `since`.
   const watcher = await openClient(t, server, { sub: 'watcher' })
   watcher.ackEach()
   await subscribe(watcher, 'filler.*')
-  await publishMany(server, 'filler', PAST_RECENT - owedCount)
-  await waitFor(() => watcher.events().length === PAST_RECENT - owedCount, { what: 'the live path to take every filler', detail: () => `${watcher.events().length} taken` })
+  await publishMany(server, 'filler', pastRecent - owedCount)
+  await waitFor(() => watcher.events().length === pastRecent - owedCount, { what: 'the live path to take every filler', detail: () => `${watcher.events().length} taken` })
   watcher.ws.terminate()
   return { since, owed }
 }
@@ -221,6 +228,99 @@ async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay', o
   await stillServes(t, server)
 }
 
+/** Sockets resuming at once in (c), each from the stream. */
+const RESUMERS = 300
+const MAX_REPLAYS = 16
+/** How late the live observer's event may be while the replays run. */
+const LIVE_BOUND_MS = 2000
+
+/**
+ * (c) Hundreds of resumes whose `since` is out of the recent messages, so
+ * that every replay reads the stream: the stream readers open at once stay
+ * within maxReplays, a live subscriber is served meanwhile, every socket ends
+ * with every event once, in order.
+ */
+async function manyFromStream (t: Test): Promise<void> {
+  const options = clusterOptions(t, { history: { maxBytes: TIGHT_BYTES, maxReplays: MAX_REPLAYS } })
+  const server = await startServer(t, options)
+  const readers = watchStreamReaders(t, `${options.broker?.exchange as string}.history`)
+  const { since, owed } = await missedFromStream(t, server, 50, PAST_TIGHT_RECENT)
+  const observer = await openClient(t, server, { sub: 'observer' })
+  observer.ackEach()
+  await subscribe(observer, 'live.*')
+  const clients = await Promise.all(Array.from({ length: RESUMERS }, () => openClient(t, server, { sub: 'resumer' })))
+  const started = Date.now()
+  for (const client of clients) {
+    client.ackEach()
+    client.send({ op: 'sub', id: 1, topic: 'o.*', since })
+  }
+  const complete = (client: TestClient): boolean => client.events().length >= owed.length
+  const [live] = await publishEach(server, ['live.1'])
+  const published = Date.now()
+  await waitFor(() => idsOf(observer).includes(live as string), { what: 'the live observer\'s event while the replays run', timeoutMs: LIVE_BOUND_MS })
+  const latency = Date.now() - published
+  const done = clients.filter(complete).length
+  t.ok(done < RESUMERS, `the live event was measured while replays ran (${done} of ${RESUMERS} done): it came in ${latency} ms`)
+  const [sentinel] = await publishEach(server, ['o.end'])
+  await waitFor(() => clients.every((client) => idsOf(client).includes(sentinel as string) || client.ws.readyState === client.ws.CLOSED), {
+    what: `the sentinel at all ${RESUMERS} sockets`,
+    timeoutMs: 20_000,
+    detail: () => `${clients.filter((client) => idsOf(client).includes(sentinel as string)).length} have it; ${readers.open} stream readers open`
+  })
+  t.comment(`${RESUMERS} replays of ${owed.length} events among ${PAST_TIGHT_RECENT} read from the stream in ${Date.now() - started} ms`)
+  const answers = clients.map((client) => client.messages.find((message) => message.id === 1))
+  t.same(answers.filter((answer) => answer?.op !== 'ok' || answer.recovered !== true), [], 'every resume is recovered')
+  const expected = JSON.stringify([...owed, sentinel])
+  t.equal(clients.filter((client) => JSON.stringify(idsOf(client)) !== expected).length, 0, 'every socket got every event once, in order, then live')
+  t.ok(readers.offsets.filter((offset) => typeof offset === 'number').length >= MAX_REPLAYS, `the replays read the stream (${readers.offsets.length} consumes)`)
+  t.ok(readers.peak <= MAX_REPLAYS, `stream readers open at once: at most ${readers.peak}, within maxReplays (${MAX_REPLAYS})`)
+  await stillServes(t, server)
+}
+
+/**
+ * (d) Retention drops, on the broker, the events a running replay has yet to
+ * send (the client holds its window full meanwhile): the server closes it
+ * with 1013, after a prefix of what was owed, and the client's next resume
+ * is answered recovered: false.
+ */
+async function trimmedUnderReplay (t: Test, source: 'recent' | 'stream'): Promise<void> {
+  const options = clusterOptions(t, { history: { maxBytes: TIGHT_BYTES }, window: 1 })
+  const stream = `${options.broker?.exchange as string}.history`
+  const server = await startServer(t, options)
+  const readers = watchStreamReaders(t, stream)
+  // From the stream: more owed than a cursor reads ahead (128), so that it has to read what retention dropped.
+  const { since, owed } = source === 'stream'
+    ? await missedFromStream(t, server, 500, PAST_TIGHT_RECENT)
+    : { since: await newestPos(t, server), owed: await publishEach(server, names('o', 20)) }
+  const client = await openClient(t, server)
+  const ok = await subscribe(client, 'o.*', since)
+  t.same({ op: ok.op, recovered: ok.recovered }, { op: 'ok', recovered: true }, 'the resume is recovered: everything owed is retained')
+  await waitFor(() => client.events().length === 1, { what: 'the first replayed event (window 1)' })
+  // Floods until the oldest event the stream holds is a flood's: every owed event is gone from the broker and from memory.
+  await waitFor(async () => {
+    await publishMany(server, 'flood', 1000)
+    const oldest = await oldestRetained(stream) as Record<string, unknown> | undefined
+    return oldest !== undefined && 'i' in oldest
+  }, { what: 'retention to drop every owed event', timeoutMs: 30_000, intervalMs: 0 })
+  const [sentinel] = await publishEach(server, ['o.end'])
+  client.ackEach()
+  client.send({ op: 'ack', seq: 1 })
+  await gotOrClosed(client, sentinel as string)
+  const got = idsOf(client)
+  t.same(got, owed.slice(0, got.length), `what came is a prefix of what was owed: ${got.length} of ${owed.length}`)
+  const { code, reason } = await within(client.closed, { what: 'a 1013 close', timeoutMs: 1000 })
+  t.same({ code, reason }, { code: 1013, reason: 'resume again' }, 'closed with 1013: resume again')
+  if (source === 'stream') t.ok(readers.offsets.some((offset) => typeof offset === 'number'), 'the replay read the stream')
+  const again = await openClient(t, server)
+  again.ackEach()
+  const last = client.events().at(-1)?.pos as string
+  const resumed = await subscribe(again, 'o.*', last)
+  t.same({ op: resumed.op, recovered: resumed.recovered }, { op: 'ok', recovered: false }, 'the next resume, from the last event it got, is not recovered')
+  const [after] = await publishEach(server, ['o.after'])
+  await gotOrClosed(again, after as string)
+  t.same(idsOf(again), [after], 'then live')
+}
+
 if (await requireBroker(t)) {
   t.test('(a) foreign messages in the stream, the replay served from the recent messages: skipped, every real event once, in order', (t) => foreignInReplay(t, 'recent'))
   t.test('(a) foreign messages in the stream, the replay served from the stream: skipped, every real event once, in order', (t) => foreignInReplay(t, 'stream'))
@@ -229,4 +329,7 @@ if (await requireBroker(t)) {
     t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))
     t.test(`(b) the broker going away mid-replay from the stream (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'mid-replay', outageMs))
   }
+  t.test('(d) retention dropping on the broker what a replay from the recent messages has yet to send: 1013, then recovered false', (t) => trimmedUnderReplay(t, 'recent'))
+  t.test('(d) retention dropping on the broker what a replay from the stream has yet to send: 1013, then recovered false', (t) => trimmedUnderReplay(t, 'stream'))
+  t.test(`(c) ${RESUMERS} sockets resuming from the stream at once: readers within maxReplays, a live subscriber served, every socket complete`, manyFromStream)
 }
