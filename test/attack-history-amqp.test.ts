@@ -149,6 +149,41 @@ async function foreignInReplay (t: Test, source: 'recent' | 'stream'): Promise<v
   await stillServes(t, server)
 }
 
+/** Valid events and invalid messages taking turns, as one foreign producer puts them on the exchange. */
+const INTERLEAVED = 300
+
+/**
+ * (a) A foreign producer interleaving invalid messages with valid events,
+ * read by a replay from the stream: each skipped message leaves a hole in the
+ * offsets the replay sees, which must not cost a look at the broker each.
+ */
+async function interleavedFromStream (t: Test): Promise<void> {
+  const options = clusterOptions(t, { history: { maxBytes: SMALL_BYTES } })
+  const exchange = options.broker?.exchange as string
+  const server = await startServer(t, options)
+  const readers = watchStreamReaders(t, `${exchange}.history`)
+  const since = await newestPos(t, server)
+  const owed = Array.from({ length: INTERLEAVED }, (_, i) => `interleaved-${i}`)
+  await publishForeign(exchange, owed.flatMap((id): Foreign[] => [
+    { what: 'a valid event', routingKey: 'f.valid', body: Buffer.from('{}'), properties: { messageId: id } },
+    { what: 'a body that is not JSON', routingKey: 'f.invalid', body: Buffer.from('not json {') }
+  ]))
+  await publishMany(server, 'filler', PAST_RECENT - 2 * INTERLEAVED)
+  const client = await openClient(t, server)
+  client.ackEach()
+  const before = readers.offsets.length
+  const started = Date.now()
+  const ok = await subscribe(client, 'f.#', since)
+  t.same({ op: ok.op, recovered: ok.recovered }, { op: 'ok', recovered: true }, 'the resume is recovered')
+  const [sentinel] = await publishEach(server, ['f.end'])
+  await gotOrClosed(client, sentinel as string)
+  const elapsed = Date.now() - started
+  t.same(idsOf(client), [...owed, sentinel], 'every valid event once, in order, the invalid ones skipped, then live')
+  const consumes = readers.offsets.slice(before)
+  const probes = consumes.filter((offset) => typeof offset !== 'number').length
+  t.ok(probes <= 2, `the stream was consumed ${consumes.length} times for one replay (${probes} probes of the oldest offset), in ${elapsed} ms`)
+}
+
 /** An instance whose broker connections go through a proxy, so that the broker can be taken away from it alone. */
 async function behindProxy (t: Test, overrides: EventSocketOptions): Promise<{ server: TestServer, proxy: TcpProxy, exchange: string }> {
   const upstream = new URL(brokerUrl)
@@ -324,6 +359,11 @@ async function trimmedUnderReplay (t: Test, source: 'recent' | 'stream'): Promis
 if (await requireBroker(t)) {
   t.test('(a) foreign messages in the stream, the replay served from the recent messages: skipped, every real event once, in order', (t) => foreignInReplay(t, 'recent'))
   t.test('(a) foreign messages in the stream, the replay served from the stream: skipped, every real event once, in order', (t) => foreignInReplay(t, 'stream'))
+  // A break, not fixed here: the replay (lib/replay.ts) takes every hole in the
+  // offsets for possible retention and asks history.retains, which, outside
+  // the recent messages, opens a consumer at `first` on the broker (a probe
+  // that maxReplays does not count). The cursor saw the skipped offsets itself.
+  t.test(`(a) ${INTERLEAVED} invalid foreign messages interleaved with valid events, replayed from the stream: skipped at no broker round trip each`, { todo: 'a probe of the oldest offset per skipped message: needs a fix in lib/replay.ts or lib/bus/amqp-history.ts' }, interleavedFromStream)
   for (const outageMs of [SHORT_OUTAGE_MS, LONG_OUTAGE_MS]) {
     const outage = outageMs > PUBLISH_TIMEOUT_MS ? 'longer than publishTimeoutMs' : 'shorter than publishTimeoutMs'
     t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))
