@@ -203,14 +203,18 @@ async function behindProxy (t: Test, overrides: EventSocketOptions): Promise<{ s
 async function missedFromStream (t: Test, server: TestServer, owedCount: number, pastRecent = PAST_RECENT): Promise<{ since: string, owed: string[] }> {
   const since = await newestPos(t, server)
   const owed = await publishEach(server, names('o', owedCount))
-  // The live path took the last filler: the recent messages no longer hold `since`.
+  await fillersTaken(t, server, pastRecent - owedCount)
+  return { since, owed }
+}
+
+/** Publishes `count` fillers 'filler.*' and returns once the live path took the last: the recent messages have moved past what came before. */
+async function fillersTaken (t: Test, server: TestServer, count: number): Promise<void> {
   const watcher = await openClient(t, server, { sub: 'watcher' })
   watcher.ackEach()
   await subscribe(watcher, 'filler.*')
-  await publishMany(server, 'filler', pastRecent - owedCount)
-  await waitFor(() => watcher.events().length === pastRecent - owedCount, { what: 'the live path to take every filler', detail: () => `${watcher.events().length} taken` })
+  await publishMany(server, 'filler', count)
+  await waitFor(() => watcher.events().length === count, { what: 'the live path to take every filler', detail: () => `${watcher.events().length} taken` })
   watcher.ws.terminate()
-  return { since, owed }
 }
 
 /**
@@ -218,10 +222,13 @@ async function missedFromStream (t: Test, server: TestServer, owedCount: number,
  * the replay must read from the stream. The client ends with every event once,
  * or is told: an error to its sub, a 1013, or recovered: false. Never a gap.
  */
-async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay', outageMs: number): Promise<void> {
-  const { server, proxy } = await behindProxy(t, { history: { maxBytes: SMALL_BYTES }, window: 8, broker: { publishTimeoutMs: PUBLISH_TIMEOUT_MS } })
+async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay' | 'recent overtaken', outageMs: number): Promise<void> {
+  const { server, proxy, exchange } = await behindProxy(t, { history: { maxBytes: SMALL_BYTES }, window: 8, broker: { publishTimeoutMs: PUBLISH_TIMEOUT_MS } })
+  const readers = watchStreamReaders(t, `${exchange}.history`)
   // More than a cursor reads ahead (128): the replay has to consume again after the outage.
-  const { since, owed } = await missedFromStream(t, server, 400)
+  const { since, owed } = when === 'recent overtaken'
+    ? { since: await newestPos(t, server), owed: await publishEach(server, names('o', 400)) }
+    : await missedFromStream(t, server, 400)
   const client = await openClient(t, server)
   let answer: Promise<Message>
   if (when === 'before the sub') {
@@ -232,6 +239,11 @@ async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay', o
     // No acks: the replay stops after one window, its cursor reading ahead.
     answer = subscribe(client, 'o.*', since, 15_000)
     await waitFor(() => client.events().length === 8, { what: 'one window of replayed events' })
+    // The replay read from memory; the recent messages move on past it, so that it goes on from the stream, while the broker is away.
+    if (when === 'recent overtaken') {
+      await fillersTaken(t, server, PAST_RECENT)
+      t.same(readers.offsets.filter((offset) => typeof offset === 'number'), [], 'so far the replay read from memory')
+    }
     proxy.refuse(true)
     proxy.cutAll()
     const last = client.events().at(-1) as Message
@@ -254,6 +266,7 @@ async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay', o
   const told = answered.op === 'error' || ok.recovered === false || client.ws.readyState === client.ws.CLOSED
   const complete = got.length === owed.length + 1
   t.ok(complete || told, `every event once in order, or told: answer ${JSON.stringify({ op: answered.op, code: answered.code, recovered: answered.recovered })}, ${got.length} of ${owed.length + 1} events${client.ws.readyState === client.ws.CLOSED ? ', closed' : ''}`)
+  t.ok(readers.offsets.some((offset) => typeof offset === 'number'), 'the replay read the stream')
   if (outageMs > PUBLISH_TIMEOUT_MS) t.ok(told, 'an outage past publishTimeoutMs is told: the history could not be read in time')
   t.same(got, [...owed, sentinel].slice(0, got.length), 'what came is a prefix of what was owed (no gap, no duplicate, in order)')
   if (client.ws.readyState === client.ws.CLOSED) {
@@ -368,6 +381,7 @@ if (await requireBroker(t)) {
     const outage = outageMs > PUBLISH_TIMEOUT_MS ? 'longer than publishTimeoutMs' : 'shorter than publishTimeoutMs'
     t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))
     t.test(`(b) the broker going away mid-replay from the stream (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'mid-replay', outageMs))
+    t.test(`(b) the broker going away as a replay from memory is overtaken by the recent messages (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'recent overtaken', outageMs))
   }
   t.test('(d) retention dropping on the broker what a replay from the recent messages has yet to send: 1013, then recovered false', (t) => trimmedUnderReplay(t, 'recent'))
   t.test('(d) retention dropping on the broker what a replay from the stream has yet to send: 1013, then recovered false', (t) => trimmedUnderReplay(t, 'stream'))
