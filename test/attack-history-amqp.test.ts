@@ -184,6 +184,38 @@ async function interleavedFromStream (t: Test): Promise<void> {
   t.ok(probes <= 2, `the stream was consumed ${consumes.length} times for one replay (${probes} probes of the oldest offset), in ${elapsed} ms`)
 }
 
+/**
+ * (a) The newest message of the stream is an invalid foreign one: a replay
+ * has read every event there is once it reaches it, and must end there
+ * (handing over to live delivery, giving back its slot), not wait for an
+ * event to be published. With maxReplays 1, the next resume is then served
+ * without any publish.
+ */
+async function invalidTail (t: Test, source: 'recent' | 'stream'): Promise<void> {
+  const options = clusterOptions(t, { history: { maxBytes: SMALL_BYTES, maxReplays: 1 } })
+  const exchange = options.broker?.exchange as string
+  const server = await startServer(t, options)
+  const { since, owed } = source === 'stream'
+    ? await missedFromStream(t, server, 20)
+    : { since: await newestPos(t, server), owed: await publishEach(server, names('o', 20)) }
+  // The live path took it (it checks only what a bound pattern matches): head is its offset.
+  const watcher = await openClient(t, server, { sub: 'watcher' })
+  await subscribe(watcher, 'o.*')
+  await publishForeign(exchange, [{ what: 'a body that is not JSON', routingKey: 'o.x', body: Buffer.from('not json {') }])
+  await waitFor(() => server.app.eventSocket.stats().eventsDropped >= 1, { what: 'the live path to drop the invalid message' })
+  watcher.ws.terminate()
+  const clients = [await openClient(t, server), await openClient(t, server)]
+  for (const [i, client] of clients.entries()) {
+    client.ackEach()
+    t.equal((await subscribe(client, 'o.*', since)).recovered, true, `resume ${i + 1} is recovered`)
+    await waitFor(() => client.events().length >= owed.length, { what: `resume ${i + 1}'s events, with nothing published after the invalid message`, timeoutMs: 5000, detail: () => `${client.events().length} of ${owed.length}` })
+    t.same(idsOf(client), owed, `resume ${i + 1}: every event once, in order`)
+  }
+  const [sentinel] = await publishEach(server, ['o.end'])
+  for (const client of clients) await gotOrClosed(client, sentinel as string)
+  t.same(clients.map((client) => idsOf(client).at(-1)), [sentinel, sentinel], 'then live, both')
+}
+
 /** An instance whose broker connections go through a proxy, so that the broker can be taken away from it alone. */
 async function behindProxy (t: Test, overrides: EventSocketOptions): Promise<{ server: TestServer, proxy: TcpProxy, exchange: string }> {
   const upstream = new URL(brokerUrl)
@@ -377,6 +409,12 @@ if (await requireBroker(t)) {
   // the recent messages, opens a consumer at `first` on the broker (a probe
   // that maxReplays does not count). The cursor saw the skipped offsets itself.
   t.test(`(a) ${INTERLEAVED} invalid foreign messages interleaved with valid events, replayed from the stream: skipped at no broker round trip each`, { todo: 'a probe of the oldest offset per skipped message: needs a fix in lib/replay.ts or lib/bus/amqp-history.ts' }, interleavedFromStream)
+  // A break, not fixed here: head counts every message taken, valid or not,
+  // while a replay's position moves only on valid events, which its cursor
+  // waits for; it ends (and gives its slot back) only when one is published.
+  const waitsPastHead = { todo: 'a replay waits past an invalid tail for the next valid event: needs a fix in lib/replay.ts and the cursors (lib/bus/amqp-recent.ts, amqp-cursor.ts)' }
+  t.test('(a) an invalid foreign message last in the stream, replays from the recent messages: each ends there, the next is served (maxReplays 1)', waitsPastHead, (t) => invalidTail(t, 'recent'))
+  t.test('(a) an invalid foreign message last in the stream, replays from the stream: each ends there, the next is served (maxReplays 1)', waitsPastHead, (t) => invalidTail(t, 'stream'))
   for (const outageMs of [SHORT_OUTAGE_MS, LONG_OUTAGE_MS]) {
     const outage = outageMs > PUBLISH_TIMEOUT_MS ? 'longer than publishTimeoutMs' : 'shorter than publishTimeoutMs'
     t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))
