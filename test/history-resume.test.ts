@@ -26,6 +26,22 @@ async function idsUntil (client: TestClient, id: string, from = 0): Promise<stri
   return client.events().slice(from).map((event) => event.id as string)
 }
 
+/**
+ * The step most resumes start from: a client subscribes `pattern`, gets the
+ * event published on `topic` and goes away (its connection terminated).
+ * Returns that event's pos, to resume from.
+ */
+async function sinceAfter (t: Parameters<typeof startServer>[0], server: TestServer, pattern: string, topic: string, format: 'json' | 'msgpack' = 'json'): Promise<string> {
+  const first = await openClient(t, server, { format })
+  first.ackEach()
+  await sub(first, pattern)
+  const [id] = await publishAll(server, [topic])
+  await idsUntil(first, id as string)
+  const since = first.events().at(-1)?.pos as string
+  first.ws.terminate()
+  return since
+}
+
 test('events carry pos; a resume replays exactly what came after since, then live, with no gap or duplicate', async (t) => {
   const server = await startServer(t, { history: true })
   const first = await openClient(t, server)
@@ -52,13 +68,7 @@ test('events carry pos; a resume replays exactly what came after since, then liv
 
 test('a resume on a second pattern joins the same replay: events matching both go out once, in order', async (t) => {
   const server = await startServer(t, { history: true })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 'a.#')
-  const [start] = await publishAll(server, ['a.0'])
-  await idsUntil(first, start as string)
-  const since = first.events().at(-1)?.pos as string
-  first.ws.terminate()
+  const since = await sinceAfter(t, server, 'a.#', 'a.0')
   const missed = await publishAll(server, ['a.1', 'b.1', 'a.b', 'c.1', 'b.2'])
   const second = await openClient(t, server)
   second.ackEach()
@@ -75,13 +85,7 @@ test('a resume on a second pattern joins the same replay: events matching both g
 
 test('a since older than retention: recovered false, then live', async (t) => {
   const server = await startServer(t, { history: { maxBytes: 2000 } })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 'x.*')
-  const [one] = await publishAll(server, ['x.1'])
-  await idsUntil(first, one as string)
-  const since = first.events().at(-1)?.pos as string
-  first.ws.terminate()
+  const since = await sinceAfter(t, server, 'x.*', 'x.1')
   // Each event is about 100 bytes: 100 of them push x.1 out of 2000 bytes.
   await publishAll(server, Array.from({ length: 100 }, (_, i) => `x.${i + 2}`))
   const second = await openClient(t, server)
@@ -104,12 +108,7 @@ test('a since this server never issued is BAD_REQUEST, and not counted as a bad 
 
 test('a position of another server (an in-process history before a restart) is BAD_REQUEST', async (t) => {
   const old = await startServer(t, { history: true })
-  const client = await openClient(t, old)
-  client.ackEach()
-  await sub(client, 'a.*')
-  const [id] = await publishAll(old, ['a.1'])
-  await idsUntil(client, id as string)
-  const since = client.events().at(-1)?.pos as string
+  const since = await sinceAfter(t, old, 'a.*', 'a.1')
   const restarted = await startServer(t, { history: true })
   await publishAll(restarted, ['a.1', 'a.2'])
   const other = await openClient(t, restarted)
@@ -145,13 +144,7 @@ test('history off: no pos, and since is answered recovered false', async (t) => 
 
 test('a replay is paced by the ack window', async (t) => {
   const server = await startServer(t, { history: true, window: 4 })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 'p.*')
-  const [zero] = await publishAll(server, ['p.0'])
-  await idsUntil(first, zero as string)
-  const since = first.events().at(-1)?.pos as string
-  first.ws.terminate()
+  const since = await sinceAfter(t, server, 'p.*', 'p.0')
   const missed = await publishAll(server, Array.from({ length: 20 }, (_, i) => `p.${i + 1}`))
   const second = await openClient(t, server)
   await sub(second, 'p.*', since)
@@ -184,14 +177,8 @@ test('4008 with history on names where to resume: the last acknowledged event', 
 
 test('MessagePack events carry pos too, and resume the same way', async (t) => {
   const server = await startServer(t, { history: true })
-  const first = await openClient(t, server, { format: 'msgpack' })
-  first.ackEach()
-  await sub(first, 'm.*')
-  const [one] = await publishAll(server, ['m.1'])
-  await idsUntil(first, one as string)
-  const since = first.events()[0]?.pos
+  const since = await sinceAfter(t, server, 'm.*', 'm.1', 'msgpack')
   t.type(since, 'string')
-  first.ws.terminate()
   const missed = await publishAll(server, ['m.2', 'm.3'])
   const second = await openClient(t, server, { format: 'msgpack' })
   second.ackEach()
@@ -201,12 +188,7 @@ test('MessagePack events carry pos too, and resume the same way', async (t) => {
 
 test('a resuming client that stops acking holds no replay slot: with maxReplays 1 the next one replays in full', async (t) => {
   const server = await startServer(t, { history: { maxReplays: 1 }, window: 2 })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 'r.*')
-  const [zero] = await publishAll(server, ['r.0'])
-  await idsUntil(first, zero as string)
-  const since = first.events()[0]?.pos as string
+  const since = await sinceAfter(t, server, 'r.*', 'r.0')
   const missed = await publishAll(server, Array.from({ length: 10 }, (_, i) => `r.${i + 1}`))
   const stalled = await openClient(t, server)
   await sub(stalled, 'r.*', since)
@@ -253,13 +235,7 @@ test('replay slots: at most maxReplays taken, the rest served in arrival order, 
 
 test('retention trimming what a running replay still has to read closes the socket with 1013', async (t) => {
   const server = await startServer(t, { history: { maxBytes: 3000 }, window: 1 })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 't.*')
-  const [zero] = await publishAll(server, ['t.0'])
-  await idsUntil(first, zero as string)
-  const since = first.events()[0]?.pos as string
-  first.ws.terminate()
+  const since = await sinceAfter(t, server, 't.*', 't.0')
   await publishAll(server, Array.from({ length: 10 }, (_, i) => `t.${i + 1}`))
   const second = await openClient(t, server)
   t.equal((await sub(second, 't.*', since)).recovered, true)
@@ -273,12 +249,7 @@ test('retention trimming what a running replay still has to read closes the sock
 
 test('an unsub during a replay ends that pattern\'s part of it; a sub without since joins it from now', async (t) => {
   const server = await startServer(t, { history: true, window: 1 })
-  const first = await openClient(t, server)
-  first.ackEach()
-  await sub(first, 'u.*')
-  const [zero] = await publishAll(server, ['u.0'])
-  await idsUntil(first, zero as string)
-  const since = first.events()[0]?.pos as string
+  const since = await sinceAfter(t, server, 'u.*', 'u.0')
   const missed = await publishAll(server, ['u.1', 'v.1', 'u.2', 'v.2'])
   const second = await openClient(t, server)
   second.send({ op: 'sub', id: 1, topic: 'u.*', since })

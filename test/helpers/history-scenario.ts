@@ -1,5 +1,6 @@
 import type { Test } from 'tap'
 import type { EventSocketOptions } from '../../lib/index.js'
+import { requireBroker } from './broker.js'
 import { clusterOptions, startInstance, type Instance } from './instance.js'
 import { startPublishers, type PublisherOptions, type Publishers } from './publisher.js'
 import { recordingClient, type RecordingClient, type RecordingClientOptions } from './resuming-client.js'
@@ -77,4 +78,38 @@ export async function finish (t: Test, scenario: Scenario, { disconnects, code }
     t.equal(client.resumes.length, disconnects * client.patterns.length, `${name}: resumed every pattern after every close`)
     t.same(client.resumes.filter((resume) => !resume.recovered), [], `${name}: every resume recovered`)
   }
+}
+
+/** Two clients whose patterns overlap (an event matching several reaches each handler once), one per format. */
+export const OVERLAPPING_CLIENTS: ScenarioOptions['clients'] = [
+  { patterns: ['orders.#', '*.*.paid'], format: 'json' },
+  { patterns: ['orders.*.created', 'stock.*', '*.*.paid'], format: 'msgpack' }
+]
+
+export interface FaultTest extends ScenarioOptions {
+  /** Breaks something under the clients, once events flow; returns once events flow again after the last break. */
+  fault: (t: Test, scenario: Scenario) => Promise<void>
+  /** What `finish` expects every client to have gone through. */
+  disconnects: number
+  code: number
+}
+
+/**
+ * One fault test of history and resume on the broker: the scenario, events
+ * flowing, the fault, then `finish`'s checks. Without a broker it fails under
+ * CI=true and skips elsewhere, as requireBroker does.
+ */
+export async function faultTest (t: Test, name: string, { fault, disconnects, code, ...scenario }: FaultTest): Promise<void> {
+  if (!await requireBroker(t)) return
+  t.test(name, async (t) => {
+    const running = await startScenario(t, scenario)
+    await flowing(running)
+    await fault(t, running)
+    await finish(t, running, { disconnects, code })
+  })
+}
+
+/** Each instance with the one after it, as a rolling deploy or a balancer moves clients along: [first, second], [second, third]… */
+export function handOvers (scenario: Scenario): Array<[Instance, Instance]> {
+  return scenario.instances.slice(1).map((next, i) => [scenario.instances[i] as Instance, next])
 }
