@@ -126,7 +126,7 @@ export { defaultAuthorize } from './options.js'
 export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, HistoryOptions } from './options.js'
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'
-export type { Bus, BusHealth, BusHistory, BusMessage, BusState, Deliver, HistoryCursor } from './bus/types.js'
+export type { Bus, BusHealth, BusHistory, BusMessage, BusState, Deliver, HistoryCursor, SkippedMessage } from './bus/types.js'
 
 // require('fastify-event-socket') (Node 20.19+ loads this ES module) returns
 // this export rather than the namespace: the plugin itself, as CommonJS

@@ -2,7 +2,7 @@ import { TopicIndex } from './client/topic-index.js'
 import { CONTROL_PREFIX } from './topics.js'
 import { OutboundEvent, type EncodeFailed, type Format } from './codec.js'
 import { retainedRoom } from './bus/retained-event.js'
-import type { BusHistory, BusMessage, HistoryCursor } from './bus/types.js'
+import type { BusHistory, BusMessage, HistoryCursor, SkippedMessage } from './bus/types.js'
 
 // One connection's replay (docs/protocol.md section 6): it reads the history
 // from a position on, sends what the connection's patterns match, in order,
@@ -153,18 +153,18 @@ export class Replay {
       const message = await this.#read()
       if (message === undefined || this.#state !== 'reading') continue
       const offset = message.offset as number
-      // A gap: retention dropped what was there, unless the history skipped an invalid message.
+      // A gap: retention dropped what was there, unless the log's offsets are not contiguous (RabbitMQ's).
       if (offset > this.#position + 1 && !await history.retains(this.#position + 1)) return this.#fail('truncated')
       this.#position = offset
-      if (this.#wanted(message)) this.#send(message)
+      if (!('skipped' in message) && this.#wanted(message)) this.#send(message)
       if (offset >= history.head) return this.#done()
     }
   }
 
   /** The next message after the position, or undefined when the replay was rewound or stopped meanwhile. */
-  async #read (): Promise<BusMessage | undefined> {
+  async #read (): Promise<BusMessage | SkippedMessage | undefined> {
     const cursor = this.#cursor ??= this.#host.history.read(this.#position + 1)
-    let message: BusMessage
+    let message: BusMessage | SkippedMessage
     try {
       message = await cursor.next()
     } catch (err) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { connect } from 'amqplib'
 import t, { type Test } from 'tap'
 import { createAmqpBus } from '../lib/bus/amqp.js'
-import type { BusHistory, BusMessage } from '../lib/bus/types.js'
+import type { BusHistory, BusMessage, SkippedMessage } from '../lib/bus/types.js'
 import type { ResolvedBrokerOptions, ResolvedHistoryOptions } from '../lib/options.js'
 import {
   bindingsOf, brokerOptions, busMessage, privateVhost, rabbitmqctl, recordingLogger, requireBroker, startBus, withChannel, type StartedBus
@@ -206,6 +206,7 @@ if (await requireBroker(t)) {
     const read: BusMessage[] = []
     const next = async (): Promise<BusMessage> => {
       const message = await within(cursor.next(), { what: `message ${read.length + 1} from the cursor` })
+      if ('skipped' in message) throw new Error(`the producer's message at ${message.offset} was skipped: ${message.skipped}`)
       read.push(message)
       return message
     }
@@ -323,7 +324,10 @@ if (await requireBroker(t)) {
     t.same(received.map((each) => each.id), [first.id, last.id], 'only the valid messages delivered')
     const cursor = history.read(received[0]?.offset as number)
     t.teardown(() => cursor.close())
-    t.same([await cursor.next(), await within(cursor.next(), { what: 'the message after the foreign ones' })].map((each) => each.id), [first.id, last.id], 'the cursor skips them too')
+    const read: Array<BusMessage | SkippedMessage> = []
+    for (let i = 0; i < 4; i++) read.push(await within(cursor.next(), { what: `read ${i + 1} of 4` }))
+    t.same(read.map((each) => 'skipped' in each ? 'skipped' : each.id), [first.id, 'skipped', 'skipped', last.id], 'the cursor hands the foreign ones out as skipped, in their place')
+    t.ok(read.every((each, i) => i === 0 || (each.offset as number) > (read[i - 1]?.offset as number)), 'each with its offset, in order')
   })
 
   t.test('the broker away past publishTimeoutMs: next() and oldest() reject with FST_EVSOCK_BROKER_UNAVAILABLE', async (t) => {

@@ -298,7 +298,8 @@ async function resumeInOutage (t: Test, when: 'before the sub' | 'mid-replay' | 
   const told = answered.op === 'error' || ok.recovered === false || client.ws.readyState === client.ws.CLOSED
   const complete = got.length === owed.length + 1
   t.ok(complete || told, `every event once in order, or told: answer ${JSON.stringify({ op: answered.op, code: answered.code, recovered: answered.recovered })}, ${got.length} of ${owed.length + 1} events${client.ws.readyState === client.ws.CLOSED ? ', closed' : ''}`)
-  t.ok(readers.offsets.some((offset) => typeof offset === 'number'), 'the replay read the stream')
+  // Told with the broker still away, the replay may have failed before its stream reader could consume.
+  if (!told) t.ok(readers.offsets.some((offset) => typeof offset === 'number'), 'the replay read the stream')
   if (outageMs > PUBLISH_TIMEOUT_MS) t.ok(told, 'an outage past publishTimeoutMs is told: the history could not be read in time')
   t.same(got, [...owed, sentinel].slice(0, got.length), 'what came is a prefix of what was owed (no gap, no duplicate, in order)')
   if (client.ws.readyState === client.ws.CLOSED) {
@@ -404,17 +405,16 @@ async function trimmedUnderReplay (t: Test, source: 'recent' | 'stream'): Promis
 if (await requireBroker(t)) {
   t.test('(a) foreign messages in the stream, the replay served from the recent messages: skipped, every real event once, in order', (t) => foreignInReplay(t, 'recent'))
   t.test('(a) foreign messages in the stream, the replay served from the stream: skipped, every real event once, in order', (t) => foreignInReplay(t, 'stream'))
-  // A break, not fixed here: the replay (lib/replay.ts) takes every hole in the
-  // offsets for possible retention and asks history.retains, which, outside
-  // the recent messages, opens a consumer at `first` on the broker (a probe
-  // that maxReplays does not count). The cursor saw the skipped offsets itself.
-  t.test(`(a) ${INTERLEAVED} invalid foreign messages interleaved with valid events, replayed from the stream: skipped at no broker round trip each`, { todo: 'a probe of the oldest offset per skipped message: needs a fix in lib/replay.ts or lib/bus/amqp-history.ts' }, interleavedFromStream)
-  // A break, not fixed here: head counts every message taken, valid or not,
-  // while a replay's position moves only on valid events, which its cursor
-  // waits for; it ends (and gives its slot back) only when one is published.
-  const waitsPastHead = { todo: 'a replay waits past an invalid tail for the next valid event: needs a fix in lib/replay.ts and the cursors (lib/bus/amqp-recent.ts, amqp-cursor.ts)' }
-  t.test('(a) an invalid foreign message last in the stream, replays from the recent messages: each ends there, the next is served (maxReplays 1)', waitsPastHead, (t) => invalidTail(t, 'recent'))
-  t.test('(a) an invalid foreign message last in the stream, replays from the stream: each ends there, the next is served (maxReplays 1)', waitsPastHead, (t) => invalidTail(t, 'stream'))
+  // Broke: every skipped message left a hole in the offsets the replay saw,
+  // which it took for possible retention and checked with history.retains: a
+  // consumer at `first` on the broker per hole (97 for 300), that maxReplays
+  // does not count. The cursors now hand skipped messages out, in their place.
+  t.test(`(a) ${INTERLEAVED} invalid foreign messages interleaved with valid events, replayed from the stream: skipped at no broker round trip each`, interleavedFromStream)
+  // Broke: head counts every message taken, valid or not, while a replay's
+  // position moved only on valid events, which its cursor waited for: it
+  // ended (and gave its slot back) only when one was published.
+  t.test('(a) an invalid foreign message last in the stream, replays from the recent messages: each ends there, the next is served (maxReplays 1)', (t) => invalidTail(t, 'recent'))
+  t.test('(a) an invalid foreign message last in the stream, replays from the stream: each ends there, the next is served (maxReplays 1)', (t) => invalidTail(t, 'stream'))
   for (const outageMs of [SHORT_OUTAGE_MS, LONG_OUTAGE_MS]) {
     const outage = outageMs > PUBLISH_TIMEOUT_MS ? 'longer than publishTimeoutMs' : 'shorter than publishTimeoutMs'
     t.test(`(b) a resume from the stream while the broker is away (${outage}): every event once, or told, never a gap`, (t) => resumeInOutage(t, 'before the sub', outageMs))

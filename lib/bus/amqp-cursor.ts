@@ -3,13 +3,14 @@ import { BrokerUnavailableError, ClosedError } from '../errors.js'
 import type { EventLimits } from '../publish.js'
 import { fromDelivery, streamOffset } from './amqp-message.js'
 import { StreamReader } from './amqp-stream-reader.js'
-import type { BusMessage, HistoryCursor } from './types.js'
+import type { BusMessage, HistoryCursor, SkippedMessage } from './types.js'
 
 // A reader of the history stream from one offset on (BusHistory.read). The
 // broker sends at most `prefetch` messages ahead of what the caller took:
 // messages are acked as they are handed out (one cumulative ack per
 // event-loop turn), so the caller's pace is the read's. What is not a valid
-// event is skipped, as the live path drops it. Across a reconnect the cursor
+// event (the live path drops it) is handed out as skipped, with its offset.
+// Across a reconnect the cursor
 // consumes again after the last offset it received.
 
 /** Messages read ahead of the caller at most (on each channel: after a reconnect, what the old one delivered is still handed out first). */
@@ -26,7 +27,7 @@ export interface CursorOptions {
 }
 
 interface Entry {
-  message: BusMessage
+  message: BusMessage | SkippedMessage
   delivery: ConsumeMessage
   channel: Channel
 }
@@ -38,7 +39,7 @@ export class StreamCursor implements HistoryCursor {
   /** The newest delivery handed out or skipped, to ack (cumulatively) on its channel. */
   #unacked: { channel: Channel, delivery: ConsumeMessage } | undefined
   #ackScheduled = false
-  #waiting: { resolve: (message: BusMessage) => void, reject: (error: Error) => void } | undefined
+  #waiting: { resolve: (message: BusMessage | SkippedMessage) => void, reject: (error: Error) => void } | undefined
   #failure: Error | undefined
   #closed = false
   #timer: NodeJS.Timeout | undefined
@@ -62,7 +63,7 @@ export class StreamCursor implements HistoryCursor {
     })
   }
 
-  next (): Promise<BusMessage> {
+  next (): Promise<BusMessage | SkippedMessage> {
     if (this.#closed) return Promise.reject(new ClosedError())
     const entry = this.#buffer.shift()
     if (entry !== undefined) {
@@ -102,9 +103,8 @@ export class StreamCursor implements HistoryCursor {
     // Before `from` (a consume starts at the start of the chunk holding it), or received before a reconnect.
     if (offset === undefined || offset <= this.#last) return this.#skip(channel, delivery)
     this.#last = offset
-    const message = fromDelivery(delivery, this.#options.limits)
-    if (typeof message === 'string') return this.#skip(channel, delivery)
-    message.offset = offset
+    const checked = fromDelivery(delivery, this.#options.limits)
+    const message = typeof checked === 'string' ? { offset, skipped: checked } : Object.assign(checked, { offset })
     const entry = { message, delivery, channel }
     const waiting = this.#waiting
     if (waiting === undefined) {

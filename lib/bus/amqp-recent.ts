@@ -4,7 +4,7 @@ import type { EventLimits } from '../publish.js'
 import { QueueWindow } from '../queue-window.js'
 import { fromDelivery, streamOffset } from './amqp-message.js'
 import { makeRoom, type EventRoom } from './retained-event.js'
-import type { BusMessage, HistoryCursor } from './types.js'
+import type { BusMessage, HistoryCursor, SkippedMessage } from './types.js'
 
 // The newest part of the history stream, as this instance's live consumer
 // took it, kept in memory (bounded by bytes). Replays read it instead of the
@@ -113,7 +113,7 @@ export class RecentCursor implements HistoryCursor {
     this.#last = from - 1
   }
 
-  async next (): Promise<BusMessage> {
+  async next (): Promise<BusMessage | SkippedMessage> {
     for (;;) {
       if (this.#closed) throw new ClosedError()
       if (this.#stream !== undefined) return await this.#stream.next()
@@ -125,9 +125,7 @@ export class RecentCursor implements HistoryCursor {
       this.#seq++
       this.#last = taken.offset
       const message = this.#recent.checked(taken, this.#limits)
-      // What is not a valid event is skipped, as the live path drops it.
-      if (typeof message === 'string') continue
-      return message
+      return typeof message === 'string' ? { offset: taken.offset, skipped: message } : message
     }
   }
 

@@ -63,15 +63,29 @@ export interface BusHistory {
   parse (pos: string): number | undefined
 }
 
+/**
+ * A message of the history that is not an event (a foreign publisher's,
+ * dropped by the live path too). A cursor hands it out instead of skipping
+ * it, so that its reader's place moves past it: a reader that only saw
+ * events would take the hole for retention's, and one whose history ends
+ * with such a message would wait for the next event to reach the end.
+ */
+export interface SkippedMessage {
+  readonly offset: number
+  /** Why it is not an event. */
+  readonly skipped: string
+}
+
 /** One reader of the history, paced by its caller. */
 export interface HistoryCursor {
   /**
    * The next message (from `from` on; the first may be later than `from`
-   * when retention dropped what was there). Waits while the log holds
-   * nothing more. Rejects with `FST_EVSOCK_BROKER_UNAVAILABLE` when the
-   * log became unreadable, `FST_EVSOCK_CLOSED` after `close`. One call at a time.
+   * when retention dropped what was there), or what stands at its offset
+   * when it is not an event. Waits while the log holds nothing more.
+   * Rejects with `FST_EVSOCK_BROKER_UNAVAILABLE` when the log became
+   * unreadable, `FST_EVSOCK_CLOSED` after `close`. One call at a time.
    */
-  next (): Promise<BusMessage>
+  next (): Promise<BusMessage | SkippedMessage>
   /** Releases the reader; a pending `next` rejects with `FST_EVSOCK_CLOSED`. Idempotent. */
   close (): void
 }
