@@ -6,23 +6,13 @@ import { compilePattern } from '../lib/client/patterns.js'
 
 t.test('many # stay fast (no exponential backtracking)', async (t) => {
   const words = (word: string, count: number): string => Array.from({ length: count }, () => word).join('.')
-  const topic = words('a', 60)
-  // The plain case: as many `*`, which cannot backtrack, on the same topic.
-  const plainMatch = compilePattern(words('*', 30) + '.z')
-  const hashMatch = compilePattern(words('#', 30) + '.z')
-  t.equal(hashMatch(topic), false)
-  // The best of five rounds of 200 runs: the first rounds warm the JIT up, and a loaded machine slows some.
-  const best = (match: (topic: string) => boolean): number => {
-    let fastest = Infinity
-    for (let round = 0; round < 5; round++) {
-      const started = performance.now()
-      for (let i = 0; i < 200; i++) match(topic)
-      fastest = Math.min(fastest, performance.now() - started)
-    }
-    return fastest
+  // Backtracking would try every way of sharing 60 words among the #s, some
+  // 10^17 to 10^23 of them, and never return: that it answers at all is the
+  // proof, with no clock to read (a timing ratio failed on a loaded machine).
+  // The second pattern's #s are apart, so no canonical spelling merges them.
+  for (const pattern of [words('#', 30) + '.z', words('#.a', 15) + '.z']) {
+    const match = compilePattern(pattern)
+    t.equal(match(words('a', 60)), false, `${pattern}: 60 words without the final z, no match`)
+    t.equal(match(words('a', 60) + '.z'), true, `${pattern}: with it, a match`)
   }
-  const plain = best(plainMatch)
-  const hashes = best(hashMatch)
-  // The same O(pattern × topic) work; backtracking would be many orders of magnitude slower.
-  t.ok(hashes < 50 * plain, `30 # took ${hashes.toFixed(2)} ms, 30 * ${plain.toFixed(2)} ms (best of 5 × 200 runs)`)
 })
