@@ -35,6 +35,8 @@ export interface EventSocketStats {
   slowConsumerCloses: number
   /** Events dropped as malformed: broker messages that are not valid events (docs/rabbitmq.md), and events that could not be encoded for a format (counted once per format). */
   eventsDropped: number
+  /** History on: replays holding a slot (reading), and waiting for one (`history.maxReplays`); absent with history off. */
+  replays?: { reading: number, waiting: number }
   broker: BusHealth
 }
 
@@ -185,6 +187,7 @@ export class Hub implements ConnectionHost {
       patterns: this.subscriptions.patternCount,
       ...this.#counters,
       pending,
+      ...(this.replays === undefined ? {} : { replays: { reading: this.replays.slots.reading, waiting: this.replays.slots.waiting } }),
       broker: this.#bus.health()
     }
   }

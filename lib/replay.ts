@@ -215,11 +215,18 @@ export interface Slot {
 
 /** The cap on replays reading at once on an instance (`history.maxReplays`); the rest wait in arrival order. */
 export class ReplaySlots {
+  readonly #max: number
   #free: number
   readonly #waiting = new Set<() => void>()
 
   constructor (max: number) {
+    this.#max = max
     this.#free = max
+  }
+
+  /** Replays holding a slot: reading, or about to. */
+  get reading (): number {
+    return this.#max - this.#free
   }
 
   /** Replays waiting for a slot. */

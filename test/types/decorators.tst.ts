@@ -53,6 +53,7 @@ describe('app.eventSocket', () => {
       pending: number
       slowConsumerCloses: number
       eventsDropped: number
+      replays?: { reading: number, waiting: number }
       broker: BusHealth
     }>()
     expect(app.eventSocket.stats).type.not.toBeCallableWith('connections')
