@@ -46,6 +46,11 @@ export class RecentMessages {
     const taken: Taken = { offset, delivery, bytes: bytesOf(delivery) }
     this.#entries.push(taken)
     this.#bytes += taken.bytes
+    this.#trim()
+  }
+
+  /** Drops the oldest messages while the bytes counted are over the bound; the newest stays. */
+  #trim (): void {
     while (this.#bytes > this.#maxBytes && this.#entries.length > 1) {
       const oldest = this.#entries.shift() as Taken
       this.#bytes -= oldest.bytes
@@ -62,6 +67,11 @@ export class RecentMessages {
     taken.room = makeRoom(message, (bytes) => {
       taken.bytes += bytes
       this.#bytes += bytes
+      // At once, not at the next append: replays after a quiet spell would
+      // otherwise hold every kept message's frames (about twice its body)
+      // over the bound until something is published. A replay whose next
+      // message goes reads on from the stream.
+      this.#trim()
     })
     return message
   }
