@@ -1,17 +1,16 @@
 import t, { type Test } from 'tap'
 import type { ConsumeMessage } from 'amqplib'
-import { RecentCursor, RecentMessages } from '../lib/bus/amqp-recent.js'
+import { RecentMessages } from '../lib/bus/amqp-recent.js'
 import { MemoryHistory } from '../lib/bus/memory-history.js'
-import type { BusHistory, BusMessage, HistoryCursor } from '../lib/bus/types.js'
-import type { Format, OutboundEvent } from '../lib/codec.js'
-import { defaultEventLimits } from '../lib/publish.js'
-import { Replay, ReplaySlots, type ReplayTarget } from '../lib/replay.js'
+import type { BusHistory } from '../lib/bus/types.js'
+import type { Format } from '../lib/codec.js'
 import { requireBroker } from './helpers/broker.js'
 import { publishForeign, type Foreign } from './helpers/foreign.js'
 import { clusterOptions } from './helpers/instance.js'
 import { openClient, startServer, type Message, type TestClient, type TestServer } from './helpers/server.js'
 import { watchStreamReaders } from './helpers/stream-readers.js'
-import { waitFor, within } from './helpers/wait.js'
+import { recentHistory, replayAll, streamDelivery } from './helpers/replays.js'
+import { waitFor } from './helpers/wait.js'
 
 // Attacks on two changes to history: replays sharing one encoded event per
 // message a history keeps in memory (lib/bus/retained-event.ts), whose frames
@@ -22,61 +21,12 @@ import { waitFor, within } from './helpers/wait.js'
 
 /** A stream delivery as the live consumer takes it: `size` bytes of data. */
 function delivery (offset: number, size: number): ConsumeMessage {
-  return {
-    content: Buffer.from(JSON.stringify('x'.repeat(size - 2))),
-    fields: { routingKey: `big.${offset}` },
-    properties: { messageId: `big-${offset}`, timestamp: Math.floor(Date.now() / 1000), headers: { 'x-stream-offset': offset } }
-  } as unknown as ConsumeMessage
+  return streamDelivery(offset, { id: `big-${offset}`, topic: `big.${offset}`, time: Date.now(), payload: Buffer.from(JSON.stringify('x'.repeat(size - 2))) })
 }
 
-/** A cursor over `deliveries` as the broker's stream hands them out: a fresh message per read, sharing nothing. */
-function streamOf (deliveries: ConsumeMessage[], from: number): HistoryCursor {
-  let next = from
-  return {
-    next: async (): Promise<BusMessage> => {
-      const found = deliveries[next]
-      if (found === undefined) throw new Error(`read past the stream's end (${next})`)
-      next++
-      return { id: found.properties.messageId as string, topic: found.fields.routingKey, time: Date.now(), payload: found.content, offset: next - 1 }
-    },
-    close: () => {}
-  }
-}
-
-/** The RabbitMQ history as replays see it: its recent messages, then the stream. */
-function recentHistory (recent: RecentMessages, deliveries: ConsumeMessage[]): BusHistory {
-  const stream = (from: number): HistoryCursor => streamOf(deliveries, from)
-  return {
-    head: deliveries.length - 1,
-    oldest: async () => 0,
-    retains: async () => true,
-    read: (from) => recent.covers(from) ? new RecentCursor(recent, from, defaultEventLimits, stream, () => {}) : stream(from),
-    format: (offset) => String(offset),
-    parse: (pos) => Number(pos)
-  }
-}
-
-/** Replays every event of `history` into one connection of `format` (each frame encoded, as the framer does); resolves with the ids sent. */
+/** Replays every event of `history` into one connection of `format`; resolves with the ids sent. */
 async function replayed (history: BusHistory, format: Format, encodeFailed: () => void = () => {}): Promise<string[]> {
-  const sent: string[] = []
-  const done = new Promise<void>((resolve, reject) => {
-    const target: ReplayTarget = {
-      format,
-      hasRoom: true,
-      whenRoom: async () => true,
-      replayed: (event: OutboundEvent) => {
-        event.payload(format, sent.length + 1)
-        sent.push(event.id)
-      },
-      caughtUp: () => { resolve() },
-      failed: (reason) => { reject(new Error(`the replay failed: ${reason}`)) }
-    }
-    const replay = new Replay({ history, slots: new ReplaySlots(16), encodeFailed }, target, 0)
-    replay.add('#', -1)
-    replay.start()
-  })
-  await within(done, { what: `a ${format} replay to catch up` })
-  return sent
+  return (await replayAll(history, format, { encodeFailed })).map((event) => event.id)
 }
 
 /** The bytes the recent messages count for what they keep now. */

@@ -1,12 +1,9 @@
 import t from 'tap'
 import type { ConsumeMessage } from 'amqplib'
-import { RecentCursor, RecentMessages } from '../lib/bus/amqp-recent.js'
+import { RecentMessages } from '../lib/bus/amqp-recent.js'
 import { MemoryHistory } from '../lib/bus/memory-history.js'
-import type { BusHistory, BusMessage, HistoryCursor } from '../lib/bus/types.js'
-import type { Format, OutboundEvent } from '../lib/codec.js'
-import { defaultEventLimits } from '../lib/publish.js'
-import { Replay, ReplaySlots, type ReplayTarget } from '../lib/replay.js'
-import { within } from './helpers/wait.js'
+import type { BusMessage } from '../lib/bus/types.js'
+import { recentHistory, replayAll, streamDelivery } from './helpers/replays.js'
 
 // Live delivery encodes an event once per format for all its sockets; so
 // must replays of a message the history keeps in memory (the in-process
@@ -19,30 +16,6 @@ import { within } from './helpers/wait.js'
 function message (n: number): BusMessage {
   const key = String(n).padStart(2, '0')
   return { id: `id-${key}`, topic: `t.${key}`, time: Date.now(), payload: Buffer.from(JSON.stringify({ key, text: 'x'.repeat(40) })) }
-}
-
-/** Replays every event of `history` from offset `from` into one connection of `format`; resolves with what it was sent. */
-async function replayAll (history: BusHistory, format: Format, from = 0): Promise<OutboundEvent[]> {
-  const sent: OutboundEvent[] = []
-  const done = new Promise<void>((resolve, reject) => {
-    const target: ReplayTarget = {
-      format,
-      hasRoom: true,
-      whenRoom: async () => true,
-      replayed: (event) => {
-        // What the framer does with it: the frame body is encoded here, once per format at most.
-        event.payload(format, sent.length + 1)
-        sent.push(event)
-      },
-      caughtUp: () => { resolve() },
-      failed: (reason) => { reject(new Error(`the replay failed: ${reason}`)) }
-    }
-    const replay = new Replay({ history, slots: new ReplaySlots(4), encodeFailed: () => {} }, target, from)
-    replay.add('#', from - 1)
-    replay.start()
-  })
-  await within(done, { what: 'the replay to catch up' })
-  return sent
 }
 
 const limits = (maxBytes: number): { maxAgeMs: number, maxBytes: number, maxReplays: number } => ({ maxAgeMs: 60_000, maxBytes, maxReplays: 4 })
@@ -72,33 +45,16 @@ t.test('the in-process history retains as many events after replays as before: i
   t.equal(await replayed.oldest(), 1, 'the same after replays encoded every message in both formats')
 })
 
-/** A stream message as the live consumer takes it. */
+/** Message `offset` as the RabbitMQ history's live consumer takes it. */
 function delivery (offset: number): ConsumeMessage {
-  const { id, topic, time, payload } = message(offset)
-  return {
-    content: payload,
-    fields: { routingKey: topic },
-    properties: { messageId: id, timestamp: Math.floor(time / 1000), headers: { 'x-stream-offset': offset } }
-  } as unknown as ConsumeMessage
-}
-
-/** The RabbitMQ history as replays see it, over its recent messages only. */
-function recentHistory (recent: RecentMessages, head: number): BusHistory {
-  const noStream = (): HistoryCursor => ({ next: async () => { throw new Error('read past the recent messages') }, close: () => {} })
-  return {
-    head,
-    oldest: async () => recent.firstOffset ?? head + 1,
-    retains: async (offset) => recent.covers(offset),
-    read: (from) => new RecentCursor(recent, from, defaultEventLimits, noStream, () => {}),
-    format: (offset) => String(offset),
-    parse: (pos) => Number(pos)
-  }
+  return streamDelivery(offset, message(offset))
 }
 
 t.test('replays of the RabbitMQ history\'s recent messages share one event per message', async (t) => {
   const recent = new RecentMessages(1 << 20)
-  for (let offset = 0; offset < 5; offset++) recent.append(delivery(offset))
-  const history = recentHistory(recent, 4)
+  const deliveries = Array.from({ length: 5 }, (_, offset) => delivery(offset))
+  for (const each of deliveries) recent.append(each)
+  const history = recentHistory(recent, deliveries)
   const first = await replayAll(history, 'msgpack')
   const second = await replayAll(history, 'json')
   t.equal(first.length, 5, 'every event replayed')
@@ -110,9 +66,11 @@ t.test('the frames a replay encoded count in the recent messages\' bytes: fewer 
   const bytes = delivery(0).content.length + 512
   const plain = new RecentMessages(bytes * 10)
   const replayed = new RecentMessages(bytes * 10)
-  for (const recent of [plain, replayed]) for (let offset = 0; offset < 10; offset++) recent.append(delivery(offset))
-  await replayAll(recentHistory(replayed, 9), 'json')
-  await replayAll(recentHistory(replayed, 9), 'msgpack')
+  const deliveries = Array.from({ length: 10 }, (_, offset) => delivery(offset))
+  for (const recent of [plain, replayed]) for (const each of deliveries) recent.append(each)
+  // Every replay after the first reads what the first one's frames pushed out of memory from the stream.
+  await replayAll(recentHistory(replayed, deliveries), 'json')
+  await replayAll(recentHistory(replayed, deliveries), 'msgpack')
   for (const recent of [plain, replayed]) recent.append(delivery(10))
   t.equal(plain.firstOffset, 1, 'without replays, one message made room for the next')
   t.ok((replayed.firstOffset ?? 0) > 1, `after replays encoded every message twice, their frames pushed more out (first ${String(replayed.firstOffset)})`)
