@@ -350,8 +350,10 @@ async function manyFromStream (t: Test): Promise<void> {
   const [sentinel] = await publishEach(server, ['o.end'])
   await waitFor(() => clients.every((client) => idsOf(client).includes(sentinel as string) || client.ws.readyState === client.ws.CLOSED), {
     what: `the sentinel at all ${RESUMERS} sockets`,
-    timeoutMs: 20_000,
-    detail: () => `${clients.filter((client) => idsOf(client).includes(sentinel as string)).length} have it; ${readers.open} stream readers open`
+    // Every replay reads every message since its start: about 20 s of reads
+    // beside the rest of the suite (264 of 300 done at 20 s, still reading).
+    timeoutMs: 60_000,
+    detail: () => `${clients.filter((client) => idsOf(client).includes(sentinel as string)).length} have it; ${readers.open} stream readers open; replays ${JSON.stringify(server.app.eventSocket.stats().replays)}`
   })
   t.comment(`${RESUMERS} replays of ${owed.length} events among ${PAST_TIGHT_RECENT} read from the stream in ${Date.now() - started} ms`)
   const answers = clients.map((client) => client.messages.find((message) => message.id === 1))
