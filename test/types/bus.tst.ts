@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'tstyche'
-import type { Bus, BusHealth, BusHistory, BusMessage, Deliver, EventSocketOptions, HistoryCursor } from 'fastify-event-socket'
+import type { Bus, BusHealth, BusHistory, BusMessage, Deliver, EventSocketOptions, HistoryCursor, SkippedMessage } from 'fastify-event-socket'
 import { busContract, type BusContractOptions, type ContractTest } from 'fastify-event-socket/bus-contract'
 
 // Bus and BusMessage are exported for those who write their own bus: this one
@@ -53,7 +53,13 @@ describe('BusHistory', () => {
     expect<BusHistory['read']>().type.toBe<(from: number) => HistoryCursor>()
     expect<BusHistory['parse']>().type.toBe<(pos: string) => number | undefined>()
     expect<BusHistory['oldest']>().type.toBe<() => Promise<number>>()
-    expect<HistoryCursor['next']>().type.toBe<() => Promise<BusMessage>>()
+    expect<HistoryCursor['next']>().type.toBe<() => Promise<BusMessage | SkippedMessage>>()
+  })
+
+  test('a cursor hands out a message that is not an event as skipped, with its offset and why', () => {
+    expect<SkippedMessage>().type.toBe<{ readonly offset: number, readonly skipped: string }>()
+    expect<{ offset: number, skipped: string }>().type.toBeAssignableTo<SkippedMessage>()
+    expect<{ offset: number }>().type.not.toBeAssignableTo<SkippedMessage>()
   })
 })
 
