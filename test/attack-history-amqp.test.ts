@@ -62,6 +62,10 @@ async function publishEach (server: TestServer, topics: string[]): Promise<strin
   return ids
 }
 
+// Fourteen attacks in turn, each on its own exchange: about 60 s alone, and
+// up to 90 s beside the rest of the suite, where tap's file timeout is 90 s.
+t.setTimeout(240_000)
+
 const names = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}.${i}`)
 
 function idsOf (client: TestClient): string[] {
