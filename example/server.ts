@@ -8,7 +8,7 @@ import { clientModules } from './client-module.js'
 import { loadPublicFiles } from './static.js'
 
 // The example app: a page that signs in, subscribes and shows a live feed,
-// the routes that publish to it, and a health endpoint on its own port.
+// the routes that publish to it, and health endpoints on their own port.
 // `npm run example` runs it; the tests build it in-process with buildExample.
 
 export interface ExampleOptions {
@@ -20,6 +20,8 @@ export interface ExampleOptions {
   jwtSecret: string
   /** RabbitMQ URL; without it the in-process bus (one instance only). */
   amqpUrl?: string
+  /** The exchange every instance shares on RabbitMQ; the plugin's default ('evsock.events') without it. */
+  amqpExchange?: string
   logger?: boolean
   /** Plugin options to override, for tests. */
   eventSocket?: Omit<EventSocketOptions, 'jwt' | 'broker' | 'authorize'>
@@ -54,7 +56,7 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
     history: true,
     ...options.eventSocket,
     jwt: { secret: options.jwtSecret },
-    broker: { url: options.amqpUrl },
+    broker: { url: options.amqpUrl, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
     authorize
   })
 
@@ -122,16 +124,37 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
   return { app, port, healthPort: portOf(health), url: `http://${host}:${port}`, close: () => app.close() }
 }
 
-/** GET /health on its own port: 200 with the plugin's health while the broker is up, 503 otherwise. */
+interface HealthAnswer { status: number, body: unknown }
+
+const answer = (health: { status: string }): HealthAnswer => ({ status: health.status === 'ok' ? 200 : 503, body: health })
+
+/** The health port's routes, by path. */
+const healthRoutes: Record<string, (app: FastifyInstance) => HealthAnswer | Promise<HealthAnswer>> = {
+  // Liveness, cheap: 200 while the process answers, whatever the broker's state. The bus
+  // reconnects by itself, so a restart would not help; readiness takes the instance out meanwhile.
+  '/health/live': (app) => ({ status: 200, body: app.eventSocket.health() }),
+  // Readiness: a probe through the broker and back to this instance (at most probeTimeoutMs); 503 when it did not come back.
+  '/health/ready': async (app) => answer(await app.eventSocket.health({ probe: true })),
+  // The older single endpoint: 200 while the broker connection is up, 503 otherwise.
+  '/health': (app) => answer(app.eventSocket.health())
+  // '/metrics' (Prometheus text) goes here.
+}
+
+/** The health routes on their own port, kept off the WebSocket port. */
 async function listenHealth (app: FastifyInstance, port: number, host: string): Promise<Server> {
   const server = createServer((request, response) => {
-    if (request.method !== 'GET' || request.url !== '/health') {
+    const route = request.method === 'GET' ? healthRoutes[request.url ?? ''] : undefined
+    if (route === undefined) {
       response.writeHead(404).end()
       return
     }
-    const health = app.eventSocket.health()
-    response.writeHead(health.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' })
-    response.end(JSON.stringify(health))
+    Promise.resolve(route(app)).then(({ status, body }) => {
+      response.writeHead(status, { 'content-type': 'application/json' })
+      response.end(JSON.stringify(body))
+    }, (error: unknown) => {
+      app.log.error({ err: error, url: request.url }, 'health route failed')
+      response.writeHead(500).end()
+    })
   })
   server.listen(port, host)
   await once(server, 'listening')
@@ -160,18 +183,29 @@ async function main (): Promise<void> {
   const port = Number(process.env.PORT ?? 3000)
   const example = await buildExample({
     port,
-    healthPort: Number(process.env.HEALTH_PORT ?? port + 1),
+    // PORT=0 picks a free port, and so does the health port then.
+    healthPort: Number(process.env.HEALTH_PORT ?? (port === 0 ? 0 : port + 1)),
     host: process.env.HOST ?? '127.0.0.1',
     jwtSecret: process.env.JWT_SECRET ?? DEV_SECRET,
     amqpUrl: process.env.AMQP_URL,
+    amqpExchange: process.env.AMQP_EXCHANGE,
     logger: true
   })
   if (process.env.JWT_SECRET === undefined) {
     example.app.log.warn('!!! JWT_SECRET is not set: tokens are signed with a PUBLIC development secret. NEVER run like this in production. !!!')
   }
-  example.app.log.info(`open ${example.url}/ ; health on http://127.0.0.1:${example.healthPort}/health`)
+  const { port: listening, healthPort } = example
+  example.app.log.info({ port: listening, healthPort }, `open ${example.url}/ ; health on http://127.0.0.1:${healthPort}/health/live and /health/ready`)
+  // docs/deploy.md, "Shutdown": app.close() closes the sockets with 1001 and drains the bus, within a deadline.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => { example.close().then(() => process.exit(0), () => process.exit(1)) })
+    process.once(signal, () => {
+      const deadline = setTimeout(() => process.exit(1), 10_000)
+      deadline.unref()
+      example.close().then(() => process.exit(0), (err: unknown) => {
+        example.app.log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      })
+    })
   }
 }
 

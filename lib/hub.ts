@@ -73,6 +73,8 @@ export class Hub implements ConnectionHost {
   readonly #badControlMessages: SummarizedLog
   /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
   readonly deliver: Deliver
+  /** Handlers of control keys other modules own (the delivery probe's), by routing key. */
+  readonly controls = new Map<string, (message: BusMessage) => void>()
 
   constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations) {
     this.options = options
@@ -213,6 +215,11 @@ export class Hub implements ConnectionHost {
   }
 
   #control (message: BusMessage): void {
+    const handler = this.controls.get(message.topic)
+    if (handler !== undefined) {
+      handler(message)
+      return
+    }
     const revocation = message.topic === REVOKE_KEY ? parseRevocation(message) : 'unknown control routing key'
     if (typeof revocation === 'string') {
       this.#badControlMessages.report({ topic: message.topic, id: message.id, problem: revocation })

@@ -10,13 +10,20 @@ import { resolveOptions, type EventSocketOptions, type ResolvedOptions } from '.
 import { toBusMessage, type Publish } from './publish.js'
 import { createTokenVerifier } from './tokens.js'
 import { Revocations, REVOKE_KEY } from './revocations.js'
+import { DeliveryProbe, type EventSocketReadiness } from './probe.js'
 import type { Bus } from './bus/types.js'
 // The module's own namespace, for the CommonJS export at the end.
 import * as self from './index.js'
 
 export interface EventSocketApi {
   stats (): EventSocketStats
-  health (): EventSocketHealth
+  /** Liveness: synchronous and cheap, from the bus's connection state. */
+  health (options?: { probe?: false }): EventSocketHealth
+  /**
+   * Readiness that proves delivery: publishes a probe through the bus and waits, at most
+   * `probeTimeoutMs`, for it to come back to this instance; concurrent calls share one probe.
+   */
+  health (options: { probe: true }): Promise<EventSocketReadiness>
   /**
    * Refuses, on every instance, the tokens of user `sub` issued up to now (by `iat`) for `revocationTtlMs`,
    * and closes that user's open connections with 4001 (say, at logout or a ban). Resolves once the bus
@@ -68,6 +75,9 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   await bus.start(hub.deliver)
   // Bound for the life of the instance (the amqp bus binds it again after a reconnect).
   await bus.bind(REVOKE_KEY)
+  const probe = new DeliveryProbe({ bus, log: fastify.log, timeoutMs: options.probeTimeoutMs, health: () => hub.health(), stopping: () => hub.shuttingDown })
+  hub.controls.set(probe.key, probe.received)
+  await bus.bind(probe.key)
 
   fastify.route({
     method: 'GET',
@@ -94,7 +104,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 
   fastify.decorate('eventSocket', {
     stats: () => hub.stats(),
-    health: () => hub.health(),
+    health: ((healthOptions?: { probe?: boolean }) => healthOptions?.probe === true ? probe.check() : hub.health()) as EventSocketApi['health'],
     revoke: async (sub) => await hub.revoke(sub)
   } satisfies EventSocketApi)
 
@@ -125,6 +135,7 @@ export * from './errors.js'
 export { defaultAuthorize } from './options.js'
 export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, HistoryOptions } from './options.js'
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
+export type { EventSocketReadiness } from './probe.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'
 export type { Bus, BusHealth, BusHistory, BusMessage, BusState, Deliver, HistoryCursor, SkippedMessage } from './bus/types.js'
 

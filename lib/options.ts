@@ -109,6 +109,8 @@ export interface EventSocketOptions {
   compression?: boolean
   /** How long every instance remembers a `revoke(sub)`, ms; must be at least your longest token lifetime. Default 86400000 (24 h). */
   revocationTtlMs?: number
+  /** How long `health({ probe: true })` waits for its probe to go through the bus and come back, ms. Default 2000. */
+  probeTimeoutMs?: number
   /** Keep published events, give each a `pos`, and let clients resume with `since` (docs/protocol.md section 6). `true` for the defaults. Default false. */
   history?: boolean | HistoryOptions
 }
@@ -160,7 +162,7 @@ const MAX_EVENT_DEPTH = 1000
 const positiveIntegers = [
   'maxConnections', 'window', 'maxPendingEvents', 'maxPendingBytes', 'maxBufferedBytes', 'maxEventBytes', 'maxEventDepth',
   'maxMessageBytes', 'heartbeatMs', 'maxSubscriptions', 'rateLimit', 'rateBurst', 'maxBadFrames', 'badFrameWindowMs',
-  'revocationTtlMs'
+  'revocationTtlMs', 'probeTimeoutMs'
 ] as const
 
 export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
@@ -192,6 +194,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
     compression: options.compression ?? false,
     revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000,
+    probeTimeoutMs: options.probeTimeoutMs ?? 2000,
     history: resolveHistory(options)
   }
   // The known keys are those resolved (or defaulted), so an option added

@@ -53,10 +53,6 @@ export async function startTcpProxy (t: { teardown: (fn: () => Promise<void>) =>
     client.pipe(backend)
     backend.pipe(client)
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('the proxy has no port')
   const cutAll = (): number => {
     const cut = pairs.size
     for (const [client, backend] of [...pairs]) {
@@ -66,6 +62,29 @@ export async function startTcpProxy (t: { teardown: (fn: () => Promise<void>) =>
     pairs.clear()
     return cut
   }
+  const { port, close } = await listenUntilTeardown(t, server, cutAll)
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}${path}`,
+    get accepted () { return accepted },
+    get open () { return pairs.size },
+    setUpstream: (port) => { target = port },
+    refuse: (refuse) => { refusing = refuse },
+    cutAll,
+    close
+  }
+}
+
+/**
+ * Listens on a free port of 127.0.0.1 and returns it with `close`, which
+ * stops the server and runs `cutAll` on its open connections; idempotent, and
+ * run when the test ends.
+ */
+export async function listenUntilTeardown (t: { teardown: (fn: () => Promise<void>) => void }, server: Server, cutAll: () => void): Promise<{ port: number, close: () => Promise<void> }> {
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('the proxy has no port')
   let closed: Promise<void> | undefined
   const close = (): Promise<void> => {
     closed ??= new Promise<void>((resolve) => {
@@ -75,14 +94,5 @@ export async function startTcpProxy (t: { teardown: (fn: () => Promise<void>) =>
     return closed
   }
   t.teardown(close)
-  return {
-    port: address.port,
-    url: `ws://127.0.0.1:${address.port}${path}`,
-    get accepted () { return accepted },
-    get open () { return pairs.size },
-    setUpstream: (port) => { target = port },
-    refuse: (refuse) => { refusing = refuse },
-    cutAll,
-    close
-  }
+  return { port: address.port, close }
 }

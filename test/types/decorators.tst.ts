@@ -3,6 +3,7 @@ import { describe, expect, test } from 'tstyche'
 import type {
   BusHealth,
   EventSocketHealth,
+  EventSocketReadiness,
   EventSocketStats,
   Publish,
   PublishOptions,
@@ -62,6 +63,13 @@ describe('app.eventSocket', () => {
   test('health() returns the status, connections and broker health', () => {
     expect(app.eventSocket.health()).type.toBe<EventSocketHealth>()
     expect<EventSocketHealth>().type.toBe<{ status: 'ok' | 'degraded' | 'down', connections: number, broker: BusHealth }>()
+    expect(app.eventSocket.health({ probe: false })).type.toBe<EventSocketHealth>()
+  })
+
+  test('health({ probe: true }) resolves with the readiness: ok or down, the reason, the round trip', () => {
+    expect(app.eventSocket.health({ probe: true })).type.toBe<Promise<EventSocketReadiness>>()
+    expect<EventSocketReadiness>().type.toBe<{ status: 'ok' | 'down', reason?: string, probeMs?: number, connections: number, broker: BusHealth }>()
+    expect(app.eventSocket.health).type.not.toBeCallableWith({ probe: 'yes' })
   })
 
   // revoke resolves once the bus confirmed the revocation, with the count of

@@ -59,6 +59,8 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.toBeAssignableFrom({ maxPatternWildcards: 0, maxEventDepth: 64 })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ maxPatternWildcards: '1' })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ revocationTtlMs: '1d' })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ probeTimeoutMs: 2000 })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ probeTimeoutMs: '2s' })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ history: true })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ history: { maxAgeMs: 3_600_000, maxBytes: 1, maxReplays: 4 } })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ history: 'on' })
