@@ -65,6 +65,7 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ history: { maxAgeMs: '1h' } })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ tracing: false })
   })
 
   test('refuses wrong types', () => {
@@ -80,6 +81,7 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ window: '64' })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ heartbeatMs: null })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ compression: 1 })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ tracing: 'off' })
   })
 
   test('refuses unknown keys, at the top level and in broker', () => {
