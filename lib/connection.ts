@@ -1,5 +1,5 @@
 import { randomInt, randomUUID } from 'node:crypto'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket, RawData } from 'ws'
 import { decodeMessage, type Format, type OutboundEvent } from './codec.js'
 import { InboundGuard } from './inbound-guard.js'
@@ -28,11 +28,13 @@ export interface ConnectionHost extends RequestDeps<Connection> {
 const CLOSE_GRACE_MS = 2000
 // Error codes that mean the client sent something malformed (they count toward 4002).
 const BAD_FRAME_CODES: ReadonlySet<ErrorCode> = new Set(['BAD_REQUEST', 'BAD_TOPIC', 'BAD_ACK'])
+// Closes for what the client did (too many bad frames, too fast, a frame too big): logged at info, the others at debug.
+const CLIENT_FAULTS: ReadonlySet<number> = new Set([CloseCode.TooManyBadFrames, CloseCode.RateLimited, CloseCode.TooBig])
 
 // Set by the class's static block: the shared socket listeners call the private handlers through them.
 let receive: (connection: Connection, data: RawData, isBinary: boolean) => void
 let pong: (connection: Connection, payload: Buffer) => void
-let dispose: (connection: Connection) => void
+let dispose: (connection: Connection, code: number, reason: Buffer) => void
 
 /**
  * One WebSocket, from hello to close (docs/protocol.md sections 2 to 5): it
@@ -63,6 +65,9 @@ export class Connection implements RequestContext {
   #deadline: number | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #ending = false
+  /** The close this side sent, if it closed first. */
+  #closedWith: { code: number, reason: string } | undefined
+  #log: FastifyBaseLogger | undefined
 
   constructor (host: ConnectionHost, socket: WebSocket, request: FastifyRequest, user: EventSocketUser, format: Format) {
     this.#host = host
@@ -97,6 +102,16 @@ export class Connection implements RequestContext {
     return this.#user
   }
 
+  /**
+   * The logger of every line about this connection: the upgrade request's
+   * (its `reqId`, the connection id) with the session and the user's `sub`.
+   * Made on first use: most connections never log above the app's level.
+   */
+  get log (): FastifyBaseLogger {
+    this.#log ??= this.request.log.child({ session: this.session, user: this.#user.sub })
+    return this.#log
+  }
+
   get ending (): boolean {
     return this.#ending
   }
@@ -121,18 +136,20 @@ export class Connection implements RequestContext {
     if (problem.id !== undefined) message.id = problem.id
     if (problem.topic !== undefined) message.topic = problem.topic
     this.reply(message)
+    this.log.debug({ code: problem.code, problem: problem.message, id: problem.id }, 'event socket refused a request')
     if (problem.counts ?? BAD_FRAME_CODES.has(problem.code)) this.#guard.badFrame()
   }
 
   renewed (user: EventSocketUser): void {
     this.#user = user
     this.#armExpiry()
+    this.log.debug({ expiresAt: expiresAt(user) }, 'event socket token refreshed')
   }
 
   /** One heartbeat: a connection that did not answer the previous ping is dropped. */
   heartbeat (): void {
     if (!this.#alive) {
-      this.#host.log.debug({ session: this.session }, 'event socket missed a heartbeat')
+      this.log.debug('event socket missed a heartbeat')
       this.socket.terminate()
       return
     }
@@ -147,6 +164,7 @@ export class Connection implements RequestContext {
     if (this.#ending) return
     this.#stream.flush()
     this.#ending = true
+    this.#closedWith = { code, reason }
     this.#stream.stop()
     this.resume?.stop()
     this.socket.close(code, reason)
@@ -195,12 +213,12 @@ export class Connection implements RequestContext {
 
   #faulted (fault: StreamFault): void {
     if ('slow' in fault) {
-      this.#host.log.warn({ session: this.session, user: this.#user.sub, pending: this.pendingCount }, `event socket is a slow consumer: ${fault.slow}`)
+      this.log.warn({ pending: this.pendingCount }, `event socket is a slow consumer: ${fault.slow}`)
       const acked = this.resume?.ackedPos
       this.close(CloseCode.SlowConsumer, acked === undefined ? 'slow consumer' : `slow consumer; resume after ${acked}`)
       return
     }
-    this.#host.log.error({ err: fault.failed, session: this.session, user: this.#user.sub }, 'event socket: writing to a socket failed; closing it with 1011')
+    this.log.error({ err: fault.failed }, 'event socket: writing to a socket failed; closing it with 1011')
     try {
       this.close(CloseCode.InternalError, 'internal error')
     } catch {
@@ -214,7 +232,7 @@ export class Connection implements RequestContext {
       patterns: () => this.#host.subscriptions.patternsOf(this),
       format: this.format,
       failed: (reason) => {
-        this.#host.log.warn({ session: this.session, user: this.#user.sub, reason }, 'event socket: a replay could not go on; the client is told to resume again')
+        this.log.warn({ reason }, 'event socket: a replay could not go on; the client is told to resume again')
         this.close(CloseCode.TryAgainLater, 'resume again')
       }
     })
@@ -233,7 +251,10 @@ export class Connection implements RequestContext {
   }
 
   /** The socket closed, whoever closed it. */
-  #dispose (): void {
+  #dispose (code: number, reason: Buffer): void {
+    // `byServer`: the plugin closed it (ws's own 1009 for a frame over maxPayload is not).
+    const closed = this.#closedWith === undefined ? { code, reason: reason.toString(), byServer: false } : { ...this.#closedWith, byServer: true }
+    this.log[CLIENT_FAULTS.has(closed.code) ? 'info' : 'debug'](closed, 'event socket closed')
     this.#ending = true
     this.#setDeadline(undefined)
     clearTimeout(this.#graceTimer)
@@ -245,7 +266,7 @@ export class Connection implements RequestContext {
   static {
     receive = (connection, data, isBinary) => { connection.#receive(data, isBinary) }
     pong = (connection, payload) => { connection.#pong(payload) }
-    dispose = (connection) => { connection.#dispose() }
+    dispose = (connection, code, reason) => { connection.#dispose(code, reason) }
   }
 }
 
@@ -261,6 +282,6 @@ function onPong (this: WebSocket, payload: Buffer): void {
   pong((this as OwnedSocket)[kConnection], payload)
 }
 
-function onClose (this: WebSocket): void {
-  dispose((this as OwnedSocket)[kConnection])
+function onClose (this: WebSocket, code: number, reason: Buffer): void {
+  dispose((this as OwnedSocket)[kConnection], code, reason)
 }

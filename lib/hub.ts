@@ -130,7 +130,7 @@ export class Hub implements ConnectionHost {
     let ofSub = this.#connectionsBySub.get(user.sub)
     if (ofSub === undefined) this.#connectionsBySub.set(user.sub, ofSub = new Set())
     ofSub.add(connection)
-    request.log.debug({ session: connection.session, user: user.sub, format }, 'event socket opened')
+    connection.log.debug({ format }, 'event socket opened')
   }
 
   #deliver (message: BusMessage): void {

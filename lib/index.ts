@@ -11,6 +11,7 @@ import { toBusMessage, type Publish } from './publish.js'
 import { createTokenVerifier } from './tokens.js'
 import { Revocations, REVOKE_KEY } from './revocations.js'
 import { DeliveryProbe, type EventSocketReadiness } from './probe.js'
+import { loadTracing } from './tracing.js'
 import type { Bus } from './bus/types.js'
 // The module's own namespace, for the CommonJS export at the end.
 import * as self from './index.js'
@@ -52,6 +53,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   const revocations = new Revocations(options.revocationTtlMs)
   const verify = createTokenVerifier(fastify, revocations)
   const hub = new Hub(options, fastify.log, bus, verify, revocations)
+  const tracing = options.tracing ? await loadTracing(bus.kind, fastify.log) : undefined
 
   if (fastify.hasDecorator('websocketServer')) {
     // The app registered @fastify/websocket itself; its own preClose runs first.
@@ -72,7 +74,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     })
   }
 
-  await bus.start(hub.deliver)
+  await bus.start(tracing?.traced(hub.deliver, hub.streams.flushes) ?? hub.deliver)
   // Bound for the life of the instance (the amqp bus binds it again after a reconnect).
   await bus.bind(REVOKE_KEY)
   const probe = new DeliveryProbe({ bus, log: fastify.log, timeoutMs: options.probeTimeoutMs, health: () => hub.health(), stopping: () => hub.shuttingDown })
@@ -97,7 +99,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     // Once shutdown has begun an event could resolve here yet reach none of
     // this instance's sockets (they are closing): refuse it, so the caller can retry elsewhere.
     if (hub.shuttingDown) throw new ClosedError()
-    await bus.publish(message)
+    await (tracing?.publish(bus, message) ?? bus.publish(message))
     hub.published()
     return { id: message.id }
   } satisfies Publish)
@@ -137,7 +139,7 @@ export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, His
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
 export type { EventSocketReadiness } from './probe.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'
-export type { Bus, BusHealth, BusHistory, BusMessage, BusState, Deliver, HistoryCursor, SkippedMessage } from './bus/types.js'
+export type { Bus, BusHealth, BusHistory, BusMessage, BusState, Deliver, HistoryCursor, SkippedMessage, TraceContext } from './bus/types.js'
 
 // require('fastify-event-socket') (Node 20.19+ loads this ES module) returns
 // this export rather than the namespace: the plugin itself, as CommonJS

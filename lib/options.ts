@@ -113,6 +113,8 @@ export interface EventSocketOptions {
   probeTimeoutMs?: number
   /** Keep published events, give each a `pos`, and let clients resume with `since` (docs/protocol.md section 6). `true` for the defaults. Default false. */
   history?: boolean | HistoryOptions
+  /** Carry the trace context of `publish` to the delivering instances, and trace deliveries, when the app has @opentelemetry/api installed (README, "Tracing"). Default true. */
+  tracing?: boolean
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
@@ -195,7 +197,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     compression: options.compression ?? false,
     revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000,
     probeTimeoutMs: options.probeTimeoutMs ?? 2000,
-    history: resolveHistory(options)
+    history: resolveHistory(options),
+    tracing: options.tracing ?? true
   }
   // The known keys are those resolved (or defaulted), so an option added
   // there is known here without another list to keep in step.
@@ -205,6 +208,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     throw new BadOptionError('path', 'must be a string starting with "/"')
   }
   if (typeof resolved.authorize !== 'function') throw new BadOptionError('authorize', 'must be a function')
+  if (typeof resolved.tracing !== 'boolean') throw new BadOptionError('tracing', 'must be true or false')
   for (const name of positiveIntegers) {
     const value = resolved[name]
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(name, `must be a positive integer, got ${String(value)}`)

@@ -19,6 +19,8 @@ export type Refusal = RequestProblem & { topic?: string, counts?: boolean }
 /** The connection, as its requests see it; it is also the subscriber the subscriptions hold. */
 export interface RequestContext {
   readonly user: EventSocketUser
+  /** Logs with the connection's ids (docs/architecture.md, "Logs"). */
+  readonly log: FastifyBaseLogger
   readonly request: FastifyRequest
   readonly session: string
   /** Closing or closed: nothing more is answered. */
@@ -35,7 +37,6 @@ export interface RequestContext {
 /** Shared by every connection of an instance. */
 export interface RequestDeps<C extends RequestContext> {
   readonly options: ResolvedOptions
-  readonly log: FastifyBaseLogger
   readonly subscriptions: Subscriptions<C>
   verify (token: string, request: FastifyRequest): Promise<EventSocketUser>
 }
@@ -72,7 +73,7 @@ export class RequestHandler<C extends RequestContext> {
       try {
         await this.#handle(request)
       } catch (err) {
-        this.#deps.log.error({ err, session: this.#context.session }, 'event socket request failed')
+        this.#context.log.error({ err }, 'event socket request failed')
         this.#context.refuse({ code: 'INTERNAL', message: 'internal error', id: request.id })
       }
     }
@@ -143,7 +144,7 @@ export class RequestHandler<C extends RequestContext> {
     try {
       return await this.#deps.options.authorize(this.#context.user, pattern, this.#context.request) === true
     } catch (err) {
-      this.#deps.log.error({ err, session: this.#context.session, pattern }, 'event socket authorize hook threw; refusing')
+      this.#context.log.error({ err, pattern }, 'event socket authorize hook threw; refusing')
       return false
     }
   }

@@ -2,13 +2,21 @@ import { isUtf8 } from 'node:buffer'
 import type { ConsumeMessage, Options } from 'amqplib'
 import { eventBytes, isEventId, nestedDeeperThan, type EventLimits } from '../publish.js'
 import { CONTROL_PREFIX, topicProblem } from '../topics.js'
-import type { BusMessage } from './types.js'
+import type { BusMessage, TraceContext } from './types.js'
 
 // How a BusMessage maps onto an AMQP message, both ways. The payload is the
 // JSON the core encoded once at publish; it travels as the body untouched.
 
 /** Header with the exact publish time in ms; the AMQP `timestamp` property only holds seconds. */
 const TIME_HEADER = 'evsock-time'
+/**
+ * The trace context travels in the W3C Trace Context headers, as other AMQP
+ * producers and consumers carry it. Anyone may publish to the exchange: a
+ * header that is not a string, or longer than these, is ignored (what the
+ * propagator cannot parse is ignored there).
+ */
+const MAX_TRACEPARENT = 256
+const MAX_TRACESTATE = 512
 
 export function publishOptions (message: BusMessage): Options.Publish {
   return {
@@ -16,7 +24,7 @@ export function publishOptions (message: BusMessage): Options.Publish {
     // AMQP timestamps are POSIX seconds; tools (management UI, shovels) read them so.
     timestamp: Math.floor(message.time / 1000),
     contentType: 'application/json',
-    headers: { [TIME_HEADER]: message.time },
+    headers: { [TIME_HEADER]: message.time, ...message.trace },
     // Transient: every queue it lands in is one instance's queue, which does not
     // outlive the broker either, so writing it to disk would only cost throughput.
     // (The history stream, with history on, writes every message whatever its mode.)
@@ -51,7 +59,17 @@ export function fromDelivery (delivery: ConsumeMessage, limits: EventLimits): Bu
   }
   const exact = headers?.[TIME_HEADER]
   const time = typeof exact === 'number' ? exact : typeof timestamp === 'number' ? timestamp * 1000 : Date.now()
-  return { id: messageId, topic, time, payload }
+  const message: BusMessage = { id: messageId, topic, time, payload }
+  const trace = traceContextOf(headers)
+  if (trace !== undefined) message.trace = trace
+  return message
+}
+
+function traceContextOf (headers: Record<string, unknown> | undefined): TraceContext | undefined {
+  const traceparent = headers?.traceparent
+  if (typeof traceparent !== 'string' || traceparent.length > MAX_TRACEPARENT) return undefined
+  const tracestate = headers?.tracestate
+  return typeof tracestate === 'string' && tracestate.length <= MAX_TRACESTATE ? { traceparent, tracestate } : { traceparent }
 }
 
 /** The offset RabbitMQ stamps on a delivery from a stream (`x-stream-offset`), or undefined for a delivery from any other queue. */

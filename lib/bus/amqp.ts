@@ -218,7 +218,8 @@ class AmqpBus implements Bus {
   #watch (side: Side, connection: RecoveringChannelModel): void {
     connection.on('connect-failed', (error: Error) => {
       this.#lastError = error.message
-      this.#log.warn({ err: error, url: redact(this.#url), connection: side.role }, 'event socket: broker connection attempt failed')
+      // At warn until the bus first came up (why it does not start); afterwards the loss was logged once, at warn, with the error.
+      this.#log[this.#state === 'connecting' ? 'warn' : 'debug']({ err: error, url: redact(this.#url), connection: side.role }, 'event socket: broker connection attempt failed')
     })
     connection.on('reconnect-scheduled', ({ attempt, delay }: { attempt: number, delay: number }) => {
       this.#log.debug({ attempt, delay, connection: side.role }, 'event socket: broker reconnect scheduled')
@@ -276,7 +277,7 @@ class AmqpBus implements Bus {
     if (previous === next || previous === 'closed') return
     this.#state = next
     const context = { previous, state: next, connection: side?.role, queue: this.#queue, patterns: this.#bindings.size }
-    if (next === 'up') this.#log.info(context, 'event socket: broker connection up')
+    if (next === 'up') this.#log.info(context, previous === 'down' ? 'event socket: broker connection up again (recovered)' : 'event socket: broker connection up')
     else if (next === 'down') {
       this.#log.warn({ ...context, lastError: this.#lastError, buffered: this.#publisher.buffered }, 'event socket: broker connection lost; reconnecting')
     } else if (next === 'closed') this.#log.info(context, 'event socket: broker connection closed')

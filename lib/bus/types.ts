@@ -26,6 +26,19 @@ export interface BusMessage {
    * order, the same on every instance.
    */
   offset?: number
+  /**
+   * The publisher's trace context (W3C Trace Context), set by `publish` when
+   * tracing is on (README, "Tracing"). A bus carries it with the message
+   * if it can (the built-in buses do); one that leaves it out delivers the
+   * message all the same, and its delivery starts a trace of its own.
+   */
+  trace?: TraceContext
+}
+
+/** The W3C Trace Context fields of a message: `traceparent`, and `tracestate` when the publisher's context has one. */
+export interface TraceContext {
+  traceparent: string
+  tracestate?: string
 }
 
 /**

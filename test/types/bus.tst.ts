@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'tstyche'
-import type { Bus, BusHealth, BusHistory, BusMessage, Deliver, EventSocketOptions, HistoryCursor, SkippedMessage } from 'fastify-event-socket'
+import type { Bus, BusHealth, BusHistory, BusMessage, Deliver, EventSocketOptions, HistoryCursor, SkippedMessage, TraceContext } from 'fastify-event-socket'
 import { busContract, type BusContractOptions, type ContractTest } from 'fastify-event-socket/bus-contract'
 
 // Bus and BusMessage are exported for those who write their own bus: this one
@@ -43,6 +43,13 @@ describe('Bus', () => {
   })
 })
 
+describe('BusMessage.trace', () => {
+  test('is optional: a message without it, as a bus written before it makes, is a BusMessage', () => {
+    expect<BusMessage>().type.toBeAssignableFrom({ id: 'a', topic: 't', time: 1, payload: Buffer.alloc(0) })
+    expect<TraceContext>().type.toBe<{ traceparent: string, tracestate?: string }>()
+  })
+})
+
 describe('BusHistory', () => {
   test('a bus may keep a history, and need not', () => {
     expect<Bus['history']>().type.toBe<BusHistory | undefined>()
@@ -64,8 +71,8 @@ describe('BusHistory', () => {
 })
 
 describe('BusMessage and BusHealth', () => {
-  test('BusMessage carries the id, concrete topic, time and encoded payload, and its offset in a history', () => {
-    expect<BusMessage>().type.toBe<{ id: string, topic: string, time: number, payload: Buffer, offset?: number }>()
+  test('BusMessage carries the id, concrete topic, time and encoded payload, its offset in a history, and the publisher\'s trace context', () => {
+    expect<BusMessage>().type.toBe<{ id: string, topic: string, time: number, payload: Buffer, offset?: number, trace?: TraceContext }>()
   })
 
   test('BusHealth reports the kind, state and the publishes in flight', () => {

@@ -67,6 +67,7 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ history: { maxAgeMs: '1h' } })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ tracing: false })
   })
 
   test('refuses wrong types', () => {
@@ -82,6 +83,7 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ window: '64' })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ heartbeatMs: null })
     expect<EventSocketOptions>().type.not.toBeAssignableFrom({ compression: 1 })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ tracing: 'off' })
   })
 
   test('refuses unknown keys, at the top level and in broker', () => {

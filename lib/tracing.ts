@@ -1,0 +1,132 @@
+import type { Attributes, Span, Tracer } from '@opentelemetry/api'
+import type { FastifyBaseLogger } from 'fastify'
+import { CONTROL_PREFIX } from './topics.js'
+import type { Bus, BusMessage, Deliver, TraceContext } from './bus/types.js'
+import type { FlushQueue, Flushable } from './flush-queue.js'
+
+// Trace context from the route handler that publishes to the socket writes
+// on every instance that delivers (README, "Tracing"). Only the global API of
+// @opentelemetry/api is used: the app's SDK picks the propagator, sampler and
+// exporter. The package is an optional peer, loaded here by a dynamic import
+// at registration and never otherwise, so that an app without it loads
+// nothing and its hot path is untouched (the plugin then starts the bus with
+// the hub's own `deliver` and publishes straight to the bus). The types
+// imported above are erased: no declaration this module exports names them.
+
+type Api = typeof import('@opentelemetry/api')
+
+/** Spans around the two ends of the bus. */
+export interface Tracing {
+  /** Publishes `message` inside a PRODUCER span, with that span's context in `message.trace`. */
+  publish (bus: Bus, message: BusMessage): Promise<void>
+  /**
+   * `deliver`, with a CONSUMER span per event whose parent is the context the
+   * event carries; the span ends once this turn's socket writes are done.
+   */
+  traced (deliver: Deliver, flushes: FlushQueue): Deliver
+}
+
+/** The tracing of this instance, or undefined when the app has not installed @opentelemetry/api. */
+export async function loadTracing (busKind: string, log: FastifyBaseLogger): Promise<Tracing | undefined> {
+  let api: Api
+  try {
+    api = await import('@opentelemetry/api')
+  } catch (err) {
+    log.debug({ err }, 'event socket: @opentelemetry/api is not installed; no trace context is carried')
+    return undefined
+  }
+  return new OpenTelemetryTracing(api, busKind)
+}
+
+const TRACER_NAME = 'fastify-event-socket'
+
+class OpenTelemetryTracing implements Tracing {
+  readonly #api: Api
+  readonly #tracer: Tracer
+  /** The semantic conventions' name of the transport. */
+  readonly #system: string
+
+  constructor (api: Api, busKind: string) {
+    this.#api = api
+    // A proxy until the app registers its provider, whenever it does.
+    this.#tracer = api.trace.getTracer(TRACER_NAME)
+    this.#system = busKind === 'amqp' ? 'rabbitmq' : busKind
+  }
+
+  async publish (bus: Bus, message: BusMessage): Promise<void> {
+    const { context, propagation, trace, SpanKind, SpanStatusCode } = this.#api
+    const span = this.#tracer.startSpan(`evsock publish ${message.topic}`, { kind: SpanKind.PRODUCER, attributes: this.#attributes(message, 'send') })
+    const carrier: Partial<TraceContext> = {}
+    propagation.inject(trace.setSpan(context.active(), span), carrier)
+    const { traceparent, tracestate } = carrier
+    // Nothing injected: no SDK, or a propagator other than W3C Trace Context's.
+    if (typeof traceparent === 'string') message.trace = typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent }
+    try {
+      await bus.publish(message)
+    } catch (err) {
+      span.recordException(err as Error)
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+      throw err
+    } finally {
+      span.end()
+    }
+  }
+
+  traced (deliver: Deliver, flushes: FlushQueue): Deliver {
+    const traced = (message: BusMessage): void => {
+      // The plugin's own messages between instances are no one's trace.
+      if (message.topic.startsWith(CONTROL_PREFIX)) {
+        deliver(message)
+        return
+      }
+      const span = this.#delivery(message)
+      try {
+        deliver(message)
+      } finally {
+        // Behind every stream this event was written to in this turn: they scheduled their flush when it was pushed.
+        flushes.schedule(new SpanEnd(span))
+      }
+    }
+    return Object.assign(traced, { limits: deliver.limits, dropped: deliver.dropped })
+  }
+
+  #delivery (message: BusMessage): Span {
+    const { propagation, ROOT_CONTEXT, SpanKind } = this.#api
+    // From the root, not the active context: the parent is the publisher's, whatever ran before on this instance.
+    let parent = ROOT_CONTEXT
+    if (message.trace !== undefined) {
+      try {
+        parent = propagation.extract(ROOT_CONTEXT, message.trace)
+      } catch {
+        // Anyone may publish to the exchange: a propagator that throws on a foreign header leaves the span without a parent.
+      }
+    }
+    return this.#tracer.startSpan(`evsock deliver ${message.topic}`, { kind: SpanKind.CONSUMER, attributes: this.#attributes(message, 'process') }, parent)
+  }
+
+  #attributes (message: BusMessage, operation: 'send' | 'process'): Attributes {
+    return {
+      'messaging.system': this.#system,
+      'messaging.operation.type': operation,
+      'messaging.destination.name': message.topic,
+      'messaging.message.id': message.id
+    }
+  }
+}
+
+/** Ends a delivery span when the flush queue gets to it, after the streams written before it. */
+class SpanEnd implements Flushable {
+  readonly #span: Span
+
+  constructor (span: Span) {
+    this.#span = span
+  }
+
+  flush (): void {
+    this.#span.end()
+  }
+
+  flushFailed (): void {
+    // Only `end` ran, and threw: the SDK's own fault, which the other streams' writes must not share.
+  }
+}
