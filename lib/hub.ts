@@ -15,6 +15,7 @@ import type { Admission } from './handshake.js'
 import type { VerifyToken } from './tokens.js'
 import type { Bus, BusHealth, BusHistory, BusMessage, Deliver } from './bus/types.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
+import type { Metrics } from './metrics.js'
 
 export interface EventSocketStats {
   /** Open connections. */
@@ -58,7 +59,9 @@ export class Hub implements ConnectionHost {
   /** The same connections by user: a revocation (which anyone able to publish on the exchange can send) costs that user's connections, not all. */
   readonly #connectionsBySub = new Map<string, Set<Connection>>()
   readonly subscriptions: Subscriptions<Connection>
-  readonly #flushes = new FlushQueue()
+  readonly #flushes: FlushQueue
+  /** Undefined when metrics are off. */
+  readonly #metrics: Metrics | undefined
   readonly streams: StreamHost
   readonly #heartbeat: NodeJS.Timeout
   readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
@@ -74,8 +77,10 @@ export class Hub implements ConnectionHost {
   /** The bus's delivery callback: one event, to every local connection holding a matching pattern. */
   readonly deliver: Deliver
 
-  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations) {
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations, metrics?: Metrics) {
     this.options = options
+    this.#metrics = metrics
+    this.#flushes = new FlushQueue(metrics?.flushed)
     this.log = log
     this.#bus = bus
     this.#verify = verify
@@ -83,8 +88,9 @@ export class Hub implements ConnectionHost {
     this.subscriptions = new Subscriptions(bus, log)
     this.streams = {
       flushes: this.#flushes,
-      sent: (count) => { this.#counters.eventsOut += count },
-      slowConsumer: () => { this.#counters.slowConsumerCloses++ }
+      sent: (count) => { this.#counters.eventsOut += count; this.#metrics?.written(count) },
+      slowConsumer: (discarded) => { this.#counters.slowConsumerCloses++; this.#metrics?.slowConsumer(discarded) },
+      stalled: () => { this.#metrics?.stalled() }
     }
     this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
     if (options.history !== undefined) {
@@ -95,7 +101,7 @@ export class Hub implements ConnectionHost {
     this.#badControlMessages = new SummarizedLog(log, 'warn', 'event socket: dropped an invalid control message')
     this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
       limits: { maxEventBytes: options.maxEventBytes, maxEventDepth: options.maxEventDepth },
-      dropped: () => { this.#counters.eventsDropped++ }
+      dropped: () => { this.#counters.eventsDropped++; this.#metrics?.dropped('malformed') }
     })
     // One interval for every connection rather than a timer each.
     this.#heartbeat = setInterval(() => {
@@ -139,6 +145,7 @@ export class Hub implements ConnectionHost {
       return
     }
     this.#counters.eventsIn++
+    const receivedAt = this.#metrics?.received()
     const offset = message.offset
     const event = new OutboundEvent(message, this.#encodeFailed, offset === undefined || this.#history === undefined ? undefined : this.#history.format(offset))
     const outer = this.#delivering
@@ -148,6 +155,7 @@ export class Hub implements ConnectionHost {
     } finally {
       this.#delivering = outer
     }
+    if (receivedAt !== undefined) this.#metrics?.fannedOut(receivedAt, this.#flushes.scheduled)
   }
 
   /** The event `#deliver` is handing out, so that one bound callback serves every event rather than a closure each. */
@@ -159,11 +167,13 @@ export class Hub implements ConnectionHost {
 
   readonly #encodeFailed = (event: OutboundEvent, format: Format, err: unknown): void => {
     this.#counters.eventsDropped++
+    this.#metrics?.dropped('unencodable')
     this.#encodeFailures.report({ err, id: event.id, topic: event.topic, format })
   }
 
   published (): void {
     this.#counters.eventsPublished++
+    this.#metrics?.published()
   }
 
   verify (token: string, request: FastifyRequest): Promise<EventSocketUser> {

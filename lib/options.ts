@@ -3,6 +3,7 @@ import type { FastifyJWTOptions } from '@fastify/jwt'
 import { BadOptionError } from './errors.js'
 import { defaultEventLimits } from './publish.js'
 import { isTopicWord } from './topics.js'
+import { resolveMetrics, type MetricsOptions, type ResolvedMetricsOptions } from './metrics-options.js'
 import type { Bus } from './bus/types.js'
 
 /** The verified identity of a connection: the JWT's claims. */
@@ -111,16 +112,20 @@ export interface EventSocketOptions {
   revocationTtlMs?: number
   /** Keep published events, give each a `pos`, and let clients resume with `since` (docs/protocol.md section 6). `true` for the defaults. Default false. */
   history?: boolean | HistoryOptions
+  /** Prometheus metrics with prom-client (docs/metrics.md): `true`, or `{ registry }` for the app's own registry. Default false. */
+  metrics?: boolean | MetricsOptions
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
   url: string | undefined
 }
 
-export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history'>> {
+export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history' | 'metrics'>> {
   jwt: FastifyJWTOptions | undefined
   /** Undefined when history is off. */
   history: ResolvedHistoryOptions | undefined
+  /** Undefined when metrics are off. */
+  metrics: ResolvedMetricsOptions | undefined
   broker: ResolvedBrokerOptions
   bus: Bus | undefined
   origins: ((origin: string | undefined) => boolean) | undefined
@@ -192,7 +197,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     handshakesPerMinute: options.handshakesPerMinute ?? 120,
     compression: options.compression ?? false,
     revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000,
-    history: resolveHistory(options)
+    history: resolveHistory(options),
+    metrics: resolveMetrics(options.metrics)
   }
   // The known keys are those resolved (or defaulted), so an option added
   // there is known here without another list to keep in step.
