@@ -55,8 +55,11 @@ export type DropCause = typeof DROP_CAUSES[number]
 
 type PromClient = typeof import('prom-client')
 
-/** Loads prom-client, or fails registration saying to install it. `load` is the import, replaceable in tests. */
-export async function loadPromClient (load: () => Promise<PromClient> = () => import('prom-client')): Promise<PromClient> {
+/**
+ * Loads prom-client, or fails registration saying to install it. `load` is the import, replaceable in tests;
+ * typed `unknown` so that these declarations name nothing of prom-client (an app without it compiles them).
+ */
+export async function loadPromClient (load: () => Promise<unknown> = () => import('prom-client')): Promise<unknown> {
   try {
     return await load()
   } catch (err) {
@@ -65,8 +68,8 @@ export async function loadPromClient (load: () => Promise<PromClient> = () => im
   }
 }
 
-export async function createMetrics (options: ResolvedMetricsOptions, load?: () => Promise<PromClient>): Promise<Metrics> {
-  const client = await loadPromClient(load)
+export async function createMetrics (options: ResolvedMetricsOptions): Promise<Metrics> {
+  const client = await loadPromClient() as PromClient
   const registry = (options.registry ?? new client.Registry()) as Registry
   // prom-client's own error ("A metric with the name ... has already been registered") would not say why.
   if (registry.getSingleMetric(PROBE_NAME) !== undefined) {
