@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
-import eventSocket, { defaultAuthorize, type Authorize, type EventSocketOptions } from '../lib/index.js'
+import eventSocket, { defaultAuthorize, METRICS_CONTENT_TYPE, type Authorize, type EventSocketOptions } from '../lib/index.js'
 import { clientModules } from './client-module.js'
 import { loadPublicFiles } from './static.js'
 
@@ -54,6 +54,8 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
   await app.register(eventSocket, {
     // A reconnecting page resumes where it was, instead of missing what was published meanwhile.
     history: true,
+    // Prometheus metrics, served on the health port's /metrics (prom-client is installed with the example).
+    metrics: true,
     ...options.eventSocket,
     jwt: { secret: options.jwtSecret },
     broker: { url: options.amqpUrl, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
@@ -124,7 +126,8 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
   return { app, port, healthPort: portOf(health), url: `http://${host}:${port}`, close: () => app.close() }
 }
 
-interface HealthAnswer { status: number, body: unknown }
+/** A health route's answer: JSON, unless it names its own content type (then `body` is the text). */
+interface HealthAnswer { status: number, body: unknown, type?: string }
 
 const answer = (health: { status: string }): HealthAnswer => ({ status: health.status === 'ok' ? 200 : 503, body: health })
 
@@ -136,8 +139,8 @@ const healthRoutes: Record<string, (app: FastifyInstance) => HealthAnswer | Prom
   // Readiness: a probe through the broker and back to this instance (at most probeTimeoutMs); 503 when it did not come back.
   '/health/ready': async (app) => answer(await app.eventSocket.health({ probe: true })),
   // The older single endpoint: 200 while the broker connection is up, 503 otherwise.
-  '/health': (app) => answer(app.eventSocket.health())
-  // '/metrics' (Prometheus text) goes here.
+  '/health': (app) => answer(app.eventSocket.health()),
+  '/metrics': async (app) => ({ status: 200, body: await app.eventSocket.metrics(), type: METRICS_CONTENT_TYPE })
 }
 
 /** The health routes on their own port, kept off the WebSocket port. */
@@ -148,9 +151,9 @@ async function listenHealth (app: FastifyInstance, port: number, host: string): 
       response.writeHead(404).end()
       return
     }
-    Promise.resolve(route(app)).then(({ status, body }) => {
-      response.writeHead(status, { 'content-type': 'application/json' })
-      response.end(JSON.stringify(body))
+    Promise.resolve(route(app)).then(({ status, body, type }) => {
+      response.writeHead(status, { 'content-type': type ?? 'application/json' })
+      response.end(type === undefined ? JSON.stringify(body) : String(body))
     }, (error: unknown) => {
       app.log.error({ err: error, url: request.url }, 'health route failed')
       response.writeHead(500).end()
@@ -195,7 +198,7 @@ async function main (): Promise<void> {
     example.app.log.warn('!!! JWT_SECRET is not set: tokens are signed with a PUBLIC development secret. NEVER run like this in production. !!!')
   }
   const { port: listening, healthPort } = example
-  example.app.log.info({ port: listening, healthPort }, `open ${example.url}/ ; health on http://127.0.0.1:${healthPort}/health/live and /health/ready`)
+  example.app.log.info({ port: listening, healthPort }, `open ${example.url}/ ; health on http://127.0.0.1:${healthPort}/health/live and /health/ready, metrics on /metrics`)
   // docs/deploy.md, "Shutdown": app.close() closes the sockets with 1001 and drains the bus, within a deadline.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {

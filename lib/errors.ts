@@ -28,3 +28,4 @@ export const ClosedError = createError('FST_EVSOCK_CLOSED', 'The event socket is
 
 // Configuration.
 export const BadOptionError = createError('FST_EVSOCK_BAD_OPTION', 'Invalid option %s: %s', 500, TypeError)
+export const MetricsDisabledError = createError('FST_EVSOCK_METRICS_DISABLED', 'Metrics are off: register the plugin with metrics: true (prom-client installed)', 500)

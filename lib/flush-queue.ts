@@ -10,6 +10,17 @@ export interface Flushable {
 
 export class FlushQueue {
   #due: Flushable[] = []
+  /** Told when a flush of every due stream is over (metrics time deliveries to it). */
+  readonly #flushed: (() => void) | undefined
+
+  constructor (flushed?: () => void) {
+    this.#flushed = flushed
+  }
+
+  /** Some stream has frames to write at the end of this turn. */
+  get scheduled (): boolean {
+    return this.#due.length > 0
+  }
 
   /**
    * Called when a stream's outbox opens; a stream flushed early (at close)
@@ -30,5 +41,6 @@ export class FlushQueue {
         stream.flushFailed(err)
       }
     }
+    this.#flushed?.()
   }
 }

@@ -15,6 +15,7 @@ import type { Admission } from './handshake.js'
 import type { VerifyToken } from './tokens.js'
 import type { Bus, BusHealth, BusHistory, BusMessage, Deliver } from './bus/types.js'
 import type { EventSocketUser, ResolvedOptions } from './options.js'
+import type { Metrics } from './metrics.js'
 
 export interface EventSocketStats {
   /** Open connections. */
@@ -58,7 +59,9 @@ export class Hub implements ConnectionHost {
   /** The same connections by user: a revocation (which anyone able to publish on the exchange can send) costs that user's connections, not all. */
   readonly #connectionsBySub = new Map<string, Set<Connection>>()
   readonly subscriptions: Subscriptions<Connection>
-  readonly #flushes = new FlushQueue()
+  readonly #flushes: FlushQueue
+  /** Undefined when metrics are off. */
+  readonly #metrics: Metrics | undefined
   readonly streams: StreamHost
   readonly #heartbeat: NodeJS.Timeout
   readonly deadlines = new Deadlines<Connection>((connection) => connection.deadlineReached())
@@ -76,8 +79,10 @@ export class Hub implements ConnectionHost {
   /** Handlers of control keys other modules own (the delivery probe's), by routing key. */
   readonly controls = new Map<string, (message: BusMessage) => void>()
 
-  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations) {
+  constructor (options: ResolvedOptions, log: FastifyBaseLogger, bus: Bus, verify: VerifyToken, revocations: Revocations, metrics?: Metrics) {
     this.options = options
+    this.#metrics = metrics
+    this.#flushes = new FlushQueue(metrics?.flushed)
     this.log = log
     this.#bus = bus
     this.#verify = verify
@@ -85,8 +90,9 @@ export class Hub implements ConnectionHost {
     this.subscriptions = new Subscriptions(bus, log)
     this.streams = {
       flushes: this.#flushes,
-      sent: (count) => { this.#counters.eventsOut += count },
-      slowConsumer: () => { this.#counters.slowConsumerCloses++ }
+      sent: (count) => { this.#counters.eventsOut += count; this.#metrics?.written(count) },
+      slowConsumer: (discarded) => { this.#counters.slowConsumerCloses++; this.#metrics?.slowConsumer(discarded) },
+      stalled: () => { this.#metrics?.stalled() }
     }
     this.#encodeFailures = new SummarizedLog(log, 'error', 'event socket: an event could not be encoded; dropped for that format')
     if (options.history !== undefined) {
@@ -97,7 +103,7 @@ export class Hub implements ConnectionHost {
     this.#badControlMessages = new SummarizedLog(log, 'warn', 'event socket: dropped an invalid control message')
     this.deliver = Object.assign((message: BusMessage) => { this.#deliver(message) }, {
       limits: { maxEventBytes: options.maxEventBytes, maxEventDepth: options.maxEventDepth },
-      dropped: () => { this.#counters.eventsDropped++ }
+      dropped: () => { this.#counters.eventsDropped++; this.#metrics?.dropped('malformed') }
     })
     // One interval for every connection rather than a timer each.
     this.#heartbeat = setInterval(() => {
@@ -141,6 +147,7 @@ export class Hub implements ConnectionHost {
       return
     }
     this.#counters.eventsIn++
+    const receivedAt = this.#metrics?.received()
     const offset = message.offset
     const event = new OutboundEvent(message, this.#encodeFailed, offset === undefined || this.#history === undefined ? undefined : this.#history.format(offset))
     const outer = this.#delivering
@@ -150,6 +157,7 @@ export class Hub implements ConnectionHost {
     } finally {
       this.#delivering = outer
     }
+    if (receivedAt !== undefined) this.#metrics?.fannedOut(receivedAt, this.#flushes.scheduled)
   }
 
   /** The event `#deliver` is handing out, so that one bound callback serves every event rather than a closure each. */
@@ -161,11 +169,13 @@ export class Hub implements ConnectionHost {
 
   readonly #encodeFailed = (event: OutboundEvent, format: Format, err: unknown): void => {
     this.#counters.eventsDropped++
+    this.#metrics?.dropped('unencodable')
     this.#encodeFailures.report({ err, id: event.id, topic: event.topic, format })
   }
 
   published (): void {
     this.#counters.eventsPublished++
+    this.#metrics?.published()
   }
 
   verify (token: string, request: FastifyRequest): Promise<EventSocketUser> {

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import fastifyWebsocket from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
-import { BadOptionError, ClosedError, UpgradeRequiredError } from './errors.js'
+import { BadOptionError, ClosedError, MetricsDisabledError, UpgradeRequiredError } from './errors.js'
 import { takeAdmission, createHandshakeHook } from './handshake.js'
 import { Hub, type EventSocketHealth, type EventSocketStats } from './hub.js'
 import { MemoryBus } from './bus/memory.js'
@@ -12,7 +12,8 @@ import { createTokenVerifier } from './tokens.js'
 import { Revocations, REVOKE_KEY } from './revocations.js'
 import { DeliveryProbe, type EventSocketReadiness } from './probe.js'
 import { loadTracing } from './tracing.js'
-import type { Bus } from './bus/types.js'
+import type { Bus, BusMessage } from './bus/types.js'
+import { createMetrics } from './metrics.js'
 // The module's own namespace, for the CommonJS export at the end.
 import * as self from './index.js'
 
@@ -31,6 +32,11 @@ export interface EventSocketApi {
    * has the revocation, with how many connections it closed on this instance.
    */
   revoke (sub: string): Promise<number>
+  /**
+   * The plugin's metrics in Prometheus text format (content type `METRICS_CONTENT_TYPE`), with the
+   * `metrics` option on; rejects with `FST_EVSOCK_METRICS_DISABLED` otherwise. docs/metrics.md.
+   */
+  metrics (): Promise<string>
 }
 
 declare module 'fastify' {
@@ -49,11 +55,16 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     await fastify.register(fastifyJwt, options.jwt)
   }
 
+  // Before the bus, so that a missing prom-client fails registration before any broker connection.
+  const metrics = options.metrics === undefined ? undefined : await createMetrics(options.metrics)
   const bus = await createBus(fastify, options)
   const revocations = new Revocations(options.revocationTtlMs)
   const verify = createTokenVerifier(fastify, revocations)
-  const hub = new Hub(options, fastify.log, bus, verify, revocations)
+  const hub = new Hub(options, fastify.log, bus, verify, revocations, metrics)
+  metrics?.watch(hub)
   const tracing = options.tracing ? await loadTracing(bus.kind, fastify.log) : undefined
+  // Metrics time the bus's confirm; tracing wraps that in the PRODUCER span.
+  const sendToBus = (message: BusMessage): Promise<void> => metrics?.timedPublish(bus, message) ?? bus.publish(message)
 
   if (fastify.hasDecorator('websocketServer')) {
     // The app registered @fastify/websocket itself; its own preClose runs first.
@@ -86,6 +97,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     url: options.path,
     onRequest: createHandshakeHook(fastify, { options, connectionCount: () => hub.connectionCount, verify }),
     handler: async () => { throw new UpgradeRequiredError() },
+    ...metrics?.routeHooks,
     wsHandler: (socket, request) => {
       const admission = takeAdmission(request)
       // The onRequest hook admitted every request that reaches this handler.
@@ -99,7 +111,7 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
     // Once shutdown has begun an event could resolve here yet reach none of
     // this instance's sockets (they are closing): refuse it, so the caller can retry elsewhere.
     if (hub.shuttingDown) throw new ClosedError()
-    await (tracing?.publish(bus, message) ?? bus.publish(message))
+    await (tracing?.publish(message, sendToBus) ?? sendToBus(message))
     hub.published()
     return { id: message.id }
   } satisfies Publish)
@@ -107,12 +119,14 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
   fastify.decorate('eventSocket', {
     stats: () => hub.stats(),
     health: ((healthOptions?: { probe?: boolean }) => healthOptions?.probe === true ? probe.check() : hub.health()) as EventSocketApi['health'],
-    revoke: async (sub) => await hub.revoke(sub)
+    revoke: async (sub) => await hub.revoke(sub),
+    metrics: async () => { if (metrics === undefined) throw new MetricsDisabledError(); return await metrics.text() }
   } satisfies EventSocketApi)
 
   fastify.addHook('onClose', async () => {
     await hub.shutdown()
     await bus.close()
+    metrics?.close()
   })
 }
 
@@ -136,6 +150,8 @@ export { eventSocket }
 export * from './errors.js'
 export { defaultAuthorize } from './options.js'
 export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, HistoryOptions } from './options.js'
+export type { MetricsOptions, MetricsRegistry } from './metrics-options.js'
+export { METRICS_CONTENT_TYPE } from './metrics.js'
 export type { EventSocketHealth, EventSocketStats } from './hub.js'
 export type { EventSocketReadiness } from './probe.js'
 export type { Publish, PublishOptions, PublishResult } from './publish.js'

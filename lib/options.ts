@@ -3,6 +3,7 @@ import type { FastifyJWTOptions } from '@fastify/jwt'
 import { BadOptionError } from './errors.js'
 import { defaultEventLimits } from './publish.js'
 import { isTopicWord } from './topics.js'
+import { resolveMetrics, type MetricsOptions, type ResolvedMetricsOptions } from './metrics-options.js'
 import type { Bus } from './bus/types.js'
 
 /** The verified identity of a connection: the JWT's claims. */
@@ -115,16 +116,20 @@ export interface EventSocketOptions {
   history?: boolean | HistoryOptions
   /** Carry the trace context of `publish` to the delivering instances, and trace deliveries, when the app has @opentelemetry/api installed (README, "Tracing"). Default true. */
   tracing?: boolean
+  /** Prometheus metrics with prom-client (docs/metrics.md): `true`, or `{ registry }` for the app's own registry. Default false. */
+  metrics?: boolean | MetricsOptions
 }
 
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
   url: string | undefined
 }
 
-export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history'>> {
+export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history' | 'metrics'>> {
   jwt: FastifyJWTOptions | undefined
   /** Undefined when history is off. */
   history: ResolvedHistoryOptions | undefined
+  /** Undefined when metrics are off. */
+  metrics: ResolvedMetricsOptions | undefined
   broker: ResolvedBrokerOptions
   bus: Bus | undefined
   origins: ((origin: string | undefined) => boolean) | undefined
@@ -198,7 +203,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
     revocationTtlMs: options.revocationTtlMs ?? 24 * 60 * 60 * 1000,
     probeTimeoutMs: options.probeTimeoutMs ?? 2000,
     history: resolveHistory(options),
-    tracing: options.tracing ?? true
+    tracing: options.tracing ?? true,
+    metrics: resolveMetrics(options.metrics)
   }
   // The known keys are those resolved (or defaulted), so an option added
   // there is known here without another list to keep in step.

@@ -19,8 +19,10 @@ export interface StreamHost {
   readonly flushes: FlushQueue
   /** Event frames were written (for stats). */
   sent (count: number): void
-  /** A stream is being closed as a slow consumer (for stats). */
-  slowConsumer (): void
+  /** A stream is being closed as a slow consumer, `discarded` events waiting behind its window (for stats). */
+  slowConsumer (discarded: number): void
+  /** The window filled: an event waits behind it (for metrics). */
+  stalled? (): void
 }
 
 /** Whether an ack moved the window, was old news, or names a seq never sent. */
@@ -96,6 +98,7 @@ export class OutboundStream {
       this.#sendEvent(event)
       return
     }
+    if (this.#pending === undefined) this.#host.stalled?.()
     const pending = (this.#pending ??= new PendingQueue())
     pending.push(event)
     if (pending.length > this.#limits.maxPendingEvents || pending.bytes > this.#limits.maxPendingBytes) {
@@ -154,7 +157,7 @@ export class OutboundStream {
   }
 
   #slow (why: string): void {
-    this.#host.slowConsumer()
+    this.#host.slowConsumer(this.pendingCount)
     this.#fault({ slow: why })
   }
 

@@ -1,7 +1,7 @@
 import type { Attributes, Span, Tracer } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
 import { CONTROL_PREFIX } from './topics.js'
-import type { Bus, BusMessage, Deliver, TraceContext } from './bus/types.js'
+import type { BusMessage, Deliver, TraceContext } from './bus/types.js'
 import type { FlushQueue, Flushable } from './flush-queue.js'
 
 // Trace context from the route handler that publishes to the socket writes
@@ -18,7 +18,7 @@ type Api = typeof import('@opentelemetry/api')
 /** Spans around the two ends of the bus. */
 export interface Tracing {
   /** Publishes `message` inside a PRODUCER span, with that span's context in `message.trace`. */
-  publish (bus: Bus, message: BusMessage): Promise<void>
+  publish (message: BusMessage, send: (message: BusMessage) => Promise<void>): Promise<void>
   /**
    * `deliver`, with a CONSUMER span per event whose parent is the context the
    * event carries; the span ends once this turn's socket writes are done.
@@ -53,16 +53,16 @@ class OpenTelemetryTracing implements Tracing {
     this.#system = busKind === 'amqp' ? 'rabbitmq' : busKind
   }
 
-  async publish (bus: Bus, message: BusMessage): Promise<void> {
+  async publish (message: BusMessage, send: (message: BusMessage) => Promise<void>): Promise<void> {
     const { context, propagation, trace, SpanKind, SpanStatusCode } = this.#api
-    const span = this.#tracer.startSpan(`evsock publish ${message.topic}`, { kind: SpanKind.PRODUCER, attributes: this.#attributes(message, 'send') })
+    const span = this.#tracer.startSpan('evsock publish', { kind: SpanKind.PRODUCER, attributes: this.#attributes(message, 'send') })
     const carrier: Partial<TraceContext> = {}
     propagation.inject(trace.setSpan(context.active(), span), carrier)
     const { traceparent, tracestate } = carrier
     // Nothing injected: no SDK, or a propagator other than W3C Trace Context's.
     if (typeof traceparent === 'string') message.trace = typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent }
     try {
-      await bus.publish(message)
+      await send(message)
     } catch (err) {
       span.recordException(err as Error)
       span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
@@ -101,7 +101,7 @@ class OpenTelemetryTracing implements Tracing {
         // Anyone may publish to the exchange: a propagator that throws on a foreign header leaves the span without a parent.
       }
     }
-    return this.#tracer.startSpan(`evsock deliver ${message.topic}`, { kind: SpanKind.CONSUMER, attributes: this.#attributes(message, 'process') }, parent)
+    return this.#tracer.startSpan('evsock deliver', { kind: SpanKind.CONSUMER, attributes: this.#attributes(message, 'process') }, parent)
   }
 
   #attributes (message: BusMessage, operation: 'send' | 'process'): Attributes {

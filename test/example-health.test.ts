@@ -1,13 +1,16 @@
 import t from 'tap'
+import { METRICS_CONTENT_TYPE } from '../lib/index.js'
 import { buildExample } from '../example/server.js'
 import { startAmqpProxy } from './helpers/amqp-proxy.js'
 import { requireBroker } from './helpers/broker.js'
 import { clusterOptions } from './helpers/instance.js'
+import { parsePrometheus, type Scrape } from './helpers/prom-text.js'
 import { SECRET } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
 
 // The example's health port: /health/live (liveness, cheap), /health/ready
-// (the delivery probe; 503 when it does not come back) and the older /health.
+// (the delivery probe; 503 when it does not come back), the older /health,
+// and /metrics (Prometheus text).
 
 async function get (port: number, path: string): Promise<{ status: number, body: Record<string, unknown> | undefined }> {
   const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) })
@@ -50,4 +53,22 @@ t.test('on RabbitMQ: /health/ready answers 503 with the reason while deliveries 
     what: '/health/ready to answer 200 again', detail: () => JSON.stringify(last)
   })
   t.pass('ready again once deliveries flow')
+})
+
+t.test('in process: /metrics on the health port serves the Prometheus text, and a published order moves it', async (t) => {
+  const example = await buildExample({ port: 0, healthPort: 0, jwtSecret: SECRET })
+  t.teardown(() => example.close())
+  const metrics = async (): Promise<{ type: string | null, scrape: Scrape }> => {
+    const response = await fetch(`http://127.0.0.1:${example.healthPort}/metrics`, { signal: AbortSignal.timeout(5000) })
+    t.equal(response.status, 200)
+    return { type: response.headers.get('content-type'), scrape: parsePrometheus(await response.text()) }
+  }
+  const before = await metrics()
+  t.equal(before.type, METRICS_CONTENT_TYPE, 'with prom-client\'s content type')
+  t.equal(before.scrape.families.get('evsock_connections')?.type, 'gauge', 'the plugin\'s families are there')
+  const order = await fetch(`${example.url}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', signal: AbortSignal.timeout(5000) })
+  t.equal(order.status, 201)
+  const after = await metrics()
+  t.equal(after.scrape.value('evsock_events_published_total') - before.scrape.value('evsock_events_published_total'), 1, 'the order is counted as published')
+  t.equal((await fetch(`${example.url}/metrics`, { signal: AbortSignal.timeout(5000) })).status, 404, 'metrics are not on the app\'s port')
 })

@@ -41,6 +41,7 @@ class AmqpBus implements Bus {
   #state: BusState = 'connecting'
   #lastError: string | undefined
   #blocked = false
+  #reconnects = 0
   readonly #sides: Record<Role, Side> = {
     publisher: { role: 'publisher', state: 'connecting', connection: undefined, session: undefined },
     consumer: { role: 'consumer', state: 'connecting', connection: undefined, session: undefined }
@@ -69,11 +70,7 @@ class AmqpBus implements Bus {
     const hooks = { connection: () => this.#sides.consumer.connection, head: () => this.#consumer?.head ?? -1, limits: () => this.#deliver?.limits ?? defaultEventLimits }
     this.#stream = history === undefined ? undefined : new HistoryStream(options, history, log, hooks)
     this.#bindings = this.#stream?.routes ?? new Bindings(options.exchange, this.#queue, options.publishTimeoutMs)
-    this.#publisher = new ConfirmPublisher({
-      exchange: options.exchange,
-      timeoutMs: options.publishTimeoutMs,
-      maxBuffered: options.maxBufferedPublishes
-    })
+    this.#publisher = new ConfirmPublisher({ exchange: options.exchange, timeoutMs: options.publishTimeoutMs, maxBuffered: options.maxBufferedPublishes })
   }
 
   get history (): AmqpHistory | undefined {
@@ -129,6 +126,7 @@ class AmqpBus implements Bus {
     return {
       kind: 'amqp',
       state: this.#state,
+      reconnects: this.#reconnects,
       buffered: this.#publisher.buffered,
       unconfirmed: this.#publisher.unconfirmed,
       blocked: this.#blocked,
@@ -276,6 +274,7 @@ class AmqpBus implements Bus {
     const previous = this.#state
     if (previous === next || previous === 'closed') return
     this.#state = next
+    if (previous === 'down' && next === 'up') this.#reconnects++
     const context = { previous, state: next, connection: side?.role, queue: this.#queue, patterns: this.#bindings.size }
     if (next === 'up') this.#log.info(context, previous === 'down' ? 'event socket: broker connection up again (recovered)' : 'event socket: broker connection up')
     else if (next === 'down') {

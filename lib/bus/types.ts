@@ -115,6 +115,8 @@ export interface BusHealth {
   unconfirmed: number
   /** The broker blocks this instance's publishing connection (a resource alarm); delivery goes on (amqp only). */
   blocked?: boolean
+  /** Times the transport came back up after it was lost (amqp only; absent for a bus that never reconnects). */
+  reconnects?: number
   /** Last connection error message, if any. */
   lastError?: string
 }

@@ -82,6 +82,7 @@ describe('BusMessage and BusHealth', () => {
       buffered: number
       unconfirmed: number
       blocked?: boolean
+      reconnects?: number
       lastError?: string
     }>()
   })

@@ -81,4 +81,9 @@ describe('app.eventSocket', () => {
     expect(app.eventSocket.revoke).type.not.toBeCallableWith(42)
     expect(app.eventSocket.revoke).type.not.toBeCallableWith({ sub: 'user-42' })
   })
+
+  test('metrics() resolves with the Prometheus text', () => {
+    expect(app.eventSocket.metrics()).type.toBe<Promise<string>>()
+    expect(app.eventSocket.metrics).type.not.toBeCallableWith('evsock_connections')
+  })
 })

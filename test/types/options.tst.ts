@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { Registry } from 'prom-client'
 import { describe, expect, test } from 'tstyche'
 import eventSocket, {
   defaultAuthorize,
@@ -6,7 +7,9 @@ import eventSocket, {
   type Authorize,
   type BrokerOptions,
   type EventSocketOptions,
-  type EventSocketUser
+  type EventSocketUser,
+  type MetricsOptions,
+  type MetricsRegistry
 } from 'fastify-event-socket'
 
 // Options as users pass them: through `app.register`, whose typing infers the
@@ -68,6 +71,15 @@ describe('EventSocketOptions', () => {
     expect<EventSocketOptions>().type.toBeAssignableFrom({ handshakesPerMinute: 0 })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ compression: true })
     expect<EventSocketOptions>().type.toBeAssignableFrom({ tracing: false })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ metrics: true })
+    expect<EventSocketOptions>().type.toBeAssignableFrom({ metrics: { registry: new Registry() } })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ metrics: 'on' })
+    expect<EventSocketOptions>().type.not.toBeAssignableFrom({ metrics: { registry: {} } })
+  })
+
+  test('a prom-client Registry is a MetricsRegistry, the type of metrics.registry', () => {
+    expect<Registry>().type.toBeAssignableTo<MetricsRegistry>()
+    expect<MetricsOptions>().type.toBe<{ registry?: MetricsRegistry }>()
   })
 
   test('refuses wrong types', () => {
