@@ -18,7 +18,7 @@ const SLOW_FRACTION = 0.01
 const SIZE = 128
 /** The plugin's ack window in this run, and its pending bound, small enough for the slow-consumer policy to act within seconds. */
 const WINDOW = 64
-const MAX_PENDING = 32
+const MAX_PENDING = 16
 /**
  * Events/s: 30,000 frames/s to 1,000 clients, under half the generator's
  * core (the latency table's generator CPU) and about half what Socket.IO
