@@ -2,9 +2,9 @@
 // tables, and saves the run (bench/results/*.json, bench/RESULTS.md).
 import { benchArgs, type ScenarioName } from './lib/args.js'
 import { machine } from './lib/machine.js'
-import { render, save, type Run } from './lib/report.js'
+import { part, render, save, type Run } from './lib/report.js'
 import { markdown } from './lib/table.js'
-import type { Context, ScenarioResult } from './lib/results.js'
+import { atMost, type Context, type ScenarioResult, type Target } from './lib/results.js'
 import { fanout } from './scenarios/fanout.js'
 import { fastpath } from './scenarios/fastpath.js'
 import { handshake } from './scenarios/handshake.js'
@@ -29,7 +29,7 @@ const scenarios: Record<ScenarioName, (context: Context) => Promise<ScenarioResu
 
 const args = benchArgs(process.argv.slice(2))
 const started = new Date()
-const context: Context = { args, fanout: new Map(), openLoop: new Map() }
+const context: Context = { args }
 const run: Run = { started: started.toISOString(), seconds: 0, machine: machine(), args, results: {} }
 
 for (const name of args.scenarios) {
@@ -40,5 +40,18 @@ for (const name of args.scenarios) {
   console.log(`(${name}: ${((performance.now() - began) / 1000).toFixed(1)} s)\n`)
 }
 run.seconds = (Date.now() - started.getTime()) / 1000
+run.results.suite = { tables: [], targets: suiteTargets(run) }
 console.log(render(run))
-console.log(`\nsaved ${save(run)}`)
+console.log(`\nsaved ${save(run).join(', ')}`)
+
+/** What the run as a whole is held to: headline ratios stable to 10%, the full suite within 10 minutes. */
+function suiteTargets (run: Run): Target[] {
+  const targets: Target[] = []
+  const headlines = Object.values(run.results).flatMap((result) => result?.targets ?? []).filter((t) => t.headline === true && t.spread !== undefined)
+  if (headlines.length > 0) {
+    const widest = headlines.reduce((a, b) => (b.spread! > a.spread! ? b : a))
+    targets.push(atMost(`widest spread of the ${headlines.length} headline ratios, % (${widest.name})`, widest.spread!, 10))
+  }
+  if (part(run.args) === 'suite') targets.push(atMost('full suite, minutes', run.seconds / 60, 10))
+  return targets
+}

@@ -37,6 +37,8 @@ let conns: Conn[] = []
 /** Opened, not yet resumed. */
 let resumers: Conn[] = []
 let histogram: RecordableHistogram | undefined
+/** The connections `pause` stopped; the others are the healthy ones. */
+const paused = new Set<Conn>()
 
 function spec (args: ConnectArgs, index: number): ConnSpec {
   const id = String(index)
@@ -132,18 +134,24 @@ serve({
   counts () {
     let events = 0
     let closed = 0
+    let healthyClosed = 0
     for (const conn of conns) {
       events += conn.events
-      if (conn.closed) closed++
+      if (!conn.closed) continue
+      closed++
+      if (!paused.has(conn)) healthyClosed++
     }
-    return { events, closed }
+    return { events, closed, healthyClosed }
   },
 
   /** The first `fraction` of the connections stop reading. */
   pause ({ fraction }: { fraction: number }) {
-    const paused = Math.ceil(conns.length * fraction)
-    for (const conn of conns.slice(0, paused)) conn.pause()
-    return paused
+    const stopped = conns.slice(0, Math.ceil(conns.length * fraction))
+    for (const conn of stopped) {
+      conn.pause()
+      paused.add(conn)
+    }
+    return stopped.length
   },
 
   /** Starts recording latency on every connection still reading. */
@@ -175,6 +183,7 @@ serve({
   close () {
     for (const conn of conns) conn.destroy()
     conns = []
+    paused.clear()
     return null
   }
 })

@@ -4,6 +4,13 @@ import { parseArgs } from 'node:util'
 export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window', 'history'] as const
 export type ScenarioName = typeof SCENARIOS[number]
 
+/**
+ * The full suite, what `npm run bench` runs and bench/RESULTS.md holds: every
+ * scenario but history, which is a run of its own (`npm run bench -- history`)
+ * whose section RESULTS.md keeps (bench/lib/report.ts). Within 10 minutes.
+ */
+export const SUITE: readonly ScenarioName[] = SCENARIOS.filter((name) => name !== 'history')
+
 export interface BenchArgs {
   scenarios: ScenarioName[]
   /** Subscribers in fan-out, latency, slow-consumer and window runs. */
@@ -14,58 +21,71 @@ export interface BenchArgs {
   /** Connections in the memory and targeted runs. */
   conns: number
   windows: number[]
-  /** Open-loop rates as fractions of the peer's fan-out rate. */
-  loads: number[]
+  /** Fixed event rates of the latency runs, events/s. */
+  rates: number[]
   /** Peers, overriding each scenario's own list. */
   peers: string | undefined
   /** Measurement window of a throughput point, and the warm-up before it, seconds. */
   seconds: number
   warmup: number
-  /** Measurement window of latency runs, seconds. */
+  /** Measurement window of a fixed-rate point, seconds. */
   latencySeconds: number
-  /** Smaller runs where a scenario offers them (history: about a third of the time). */
+  /** Times each point is measured (the peers in turn); tables give the median and the spread. */
+  rounds: number
+  /** A development run: one round, fewer points, shorter windows (history: about a third of the time). */
   quick: boolean
 }
 
 const numbers = (text: string): number[] => text.split(',').map(Number)
 
+/** Defaults of the full suite, and where `--quick` differs. */
+const DEFAULTS = {
+  subs: '1000,5000',
+  bursts: '1,5,20',
+  sizes: '128,1024',
+  conns: '10000',
+  windows: '1,16,64,256',
+  rates: '10,100,1000',
+  seconds: '0.6',
+  warmup: '0.15',
+  'latency-seconds': '1.5',
+  rounds: '3'
+}
+const QUICK: Partial<typeof DEFAULTS> = { subs: '1000', sizes: '128', conns: '2000', seconds: '0.4', 'latency-seconds': '1', rounds: '1' }
+
 export const USAGE = `usage: npm run bench -- [${SCENARIOS.join('|')} ...] [--subs 1000,5000] [--bursts 1,5,20]
-  [--sizes 128,1024] [--conns 10000] [--windows 1,16,64,256] [--loads 0.5,0.8] [--peers a,b]
-  [--seconds 0.6] [--warmup 0.15] [--latency-seconds 2] [--quick]`
+  [--sizes 128,1024] [--conns 10000] [--windows 1,16,64,256] [--rates 10,100,1000] [--peers a,b]
+  [--seconds 0.6] [--warmup 0.15] [--latency-seconds 1.5] [--rounds 3] [--quick]
+  no scenario: the full suite (${SUITE.join(' ')}); --quick: ${Object.entries(QUICK).map(([k, v]) => `--${k} ${v}`).join(' ')}`
 
 export function benchArgs (argv: string[]): BenchArgs {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
-      subs: { type: 'string', default: '1000,5000' },
-      bursts: { type: 'string', default: '1,5,20' },
-      sizes: { type: 'string', default: '128,1024' },
-      conns: { type: 'string', default: '10000' },
-      windows: { type: 'string', default: '1,16,64,256' },
-      loads: { type: 'string', default: '0.5,0.8' },
+      ...Object.fromEntries(Object.keys(DEFAULTS).map((key) => [key, { type: 'string' }])) as Record<keyof typeof DEFAULTS, { type: 'string' }>,
       peers: { type: 'string' },
-      seconds: { type: 'string', default: '0.6' },
-      warmup: { type: 'string', default: '0.15' },
-      'latency-seconds': { type: 'string', default: '2' },
       quick: { type: 'boolean', default: false }
     }
   })
   for (const name of positionals) {
     if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}\n${USAGE}`)
   }
+  const quick = values.quick === true
+  const value = (key: keyof typeof DEFAULTS): string => (values[key] as string | undefined) ?? (quick ? QUICK[key] : undefined) ?? DEFAULTS[key]
   return {
-    scenarios: positionals.length === 0 ? [...SCENARIOS] : positionals as ScenarioName[],
-    subs: numbers(values.subs),
-    bursts: numbers(values.bursts),
-    sizes: numbers(values.sizes),
-    conns: Number(values.conns),
-    windows: numbers(values.windows),
-    loads: numbers(values.loads),
-    peers: values.peers,
-    seconds: Number(values.seconds),
-    warmup: Number(values.warmup),
-    latencySeconds: Number(values['latency-seconds']),
-    quick: values.quick
+    scenarios: positionals.length === 0 ? [...SUITE] : positionals as ScenarioName[],
+    subs: numbers(value('subs')),
+    bursts: numbers(value('bursts')),
+    sizes: numbers(value('sizes')),
+    conns: Number(value('conns')),
+    windows: numbers(value('windows')),
+    rates: numbers(value('rates')),
+    peers: values.peers as string | undefined,
+    seconds: Number(value('seconds')),
+    warmup: Number(value('warmup')),
+    latencySeconds: Number(value('latency-seconds')),
+    rounds: Math.max(1, Math.round(Number(value('rounds')))),
+    quick
   }
 }

@@ -20,6 +20,8 @@ export interface Snapshot {
   events: number
   /** Clients whose connection is closed. */
   closed: number
+  /** Of those, the clients that never stopped reading. */
+  healthyClosed: number
   /** CPU time of all server processes so far, microseconds. */
   cpu: number
   /** The same, by server process (instance 0 publishes). */
@@ -71,7 +73,7 @@ export class Deployment {
 
   async snapshot (): Promise<Snapshot> {
     const [counts, cpu, generatorCpu] = await Promise.all([
-      Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number }>('counts'))),
+      Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number, healthyClosed: number }>('counts'))),
       Promise.all(this.servers.map((s) => s.call<number>('cpu'))),
       Promise.all(this.generators.map((g) => g.call<number>('cpu')))
     ])
@@ -79,6 +81,7 @@ export class Deployment {
       at: performance.now(),
       events: sum(counts.map((c) => c.events)),
       closed: sum(counts.map((c) => c.closed)),
+      healthyClosed: sum(counts.map((c) => c.healthyClosed)),
       cpu: sum(cpu),
       cpus: cpu,
       generatorCpu: sum(generatorCpu)
@@ -131,12 +134,40 @@ export class Deployment {
     return worst(await Promise.all(this.generators.map((g) => g.call<LatencySummary>('latency'))))
   }
 
+  async recordFanout (): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.call('recordFanout')))
+  }
+
+  /** The servers' fan-out times, µs (the worst of each percentile over the instances); undefined when the peer has no timer. */
+  async fanoutTime (): Promise<LatencySummary | undefined> {
+    const summaries = (await Promise.all(this.servers.map((s) => s.call<LatencySummary | undefined>('fanoutTime'))))
+      .filter((summary) => summary !== undefined)
+    return summaries.length === 0 ? undefined : worst(summaries)
+  }
+
   async stop (): Promise<void> {
     await Promise.all(this.generators.map((g) => g.stop()))
     await Promise.all(this.servers.map(async (s) => {
       await s.call('stop').catch(() => undefined)
       await s.stop()
     }))
+  }
+}
+
+/**
+ * Starts every one of `peers` at once, runs `body` with their deployments (in
+ * the same order), and stops them all whatever happens: the rounds of a point
+ * then take turns on running peers.
+ */
+export async function withPeers<T> (peers: PeerName[], options: Omit<PeerOptions, 'instance'>, body: (deployments: Deployment[]) => Promise<T>): Promise<T> {
+  const started = await Promise.allSettled(peers.map((name) => Deployment.start(name, options)))
+  const deployments = started.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
+  try {
+    const failed = started.find((result) => result.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+    return await body(deployments)
+  } finally {
+    for (const deployment of deployments) await deployment.stop()
   }
 }
 

@@ -11,13 +11,14 @@ export interface LatencySummary {
   max: number
 }
 
-export function summarize (histogram: RecordableHistogram): LatencySummary {
+/** `perMicrosecond`: the histogram's units in one microsecond (1000 for one recorded in nanoseconds). */
+export function summarize (histogram: RecordableHistogram, perMicrosecond = 1): LatencySummary {
   return {
     count: histogram.count,
-    p50: histogram.percentile(50),
-    p99: histogram.percentile(99),
-    p999: histogram.percentile(99.9),
-    max: histogram.max
+    p50: histogram.percentile(50) / perMicrosecond,
+    p99: histogram.percentile(99) / perMicrosecond,
+    p999: histogram.percentile(99.9) / perMicrosecond,
+    max: histogram.max / perMicrosecond
   }
 }
 

@@ -17,6 +17,7 @@ export const PEERS = {
   'ws-coalesced': { module: 'ws', proto: 'ws', instances: 1, options: { mode: 'coalesced' } },
   'fastify-ws': { module: 'fastify-ws', proto: 'ws', instances: 1, options: {} },
   'socket.io': { module: 'socketio', proto: 'sio', instances: 1, options: {} },
+  'socket.io-redis': { module: 'socketio', proto: 'sio', instances: 1, options: { shared: true } },
   'socket.io-redis-x2': { module: 'socketio', proto: 'sio', instances: 2, options: { shared: true } },
   'evsock-memory': { module: 'evsock', proto: 'evsock', instances: 1, options: {} },
   'evsock-amqp': { module: 'evsock', proto: 'evsock', instances: 1, options: { shared: true } },

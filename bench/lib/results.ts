@@ -7,6 +7,8 @@ export type Cell = string | number
 
 export interface Table {
   title: string
+  /** Paragraphs printed under the title: conditions and checks a reader needs to read the rows. */
+  notes?: string[]
   columns: string[]
   rows: Cell[][]
 }
@@ -19,6 +21,10 @@ export interface Target {
   pass: boolean
   /** Why, where the number needs a reason. */
   note?: string
+  /** With several rounds: the spread of the value over them, percent ((max - min) / median). */
+  spread?: number
+  /** One of the ratios the README's summary quotes: its spread is held under 10% (bench/run.ts). */
+  headline?: boolean
 }
 
 export interface ScenarioResult {
@@ -26,13 +32,9 @@ export interface ScenarioResult {
   targets: Target[]
 }
 
-/** What scenarios share: the options, and earlier scenarios' findings (the latency runs reuse the fan-out rates). */
+/** What scenarios share: the options. */
 export interface Context {
   args: BenchArgs
-  /** Fan-out frames/s by `${peer}/${subs}/${burst}/${size}`. */
-  fanout: Map<string, number>
-  /** The latency scenario's lowest load, by peer: its rate (events/s) and p99 (µs), which the slow-consumer run reuses. */
-  openLoop: Map<string, { rate: number, p99: number }>
 }
 
 export const fanoutKey = (peer: string, subs: number, burst: number, size: number): string => `${peer}/${subs}/${burst}/${size}`
@@ -41,10 +43,17 @@ export const fanoutKey = (peer: string, subs: number, burst: number, size: numbe
 export const peersOf = (context: Context, own: PeerName[]): PeerName[] =>
   context.args.peers === undefined ? own : peerNames(context.args.peers)
 
-export function atLeast (name: string, value: number, goal: number, note?: string): Target {
-  return { name, value, goal: `>= ${goal}`, pass: value >= goal, ...(note === undefined ? {} : { note }) }
+const optional = (note: string | undefined, spread: number | undefined): Partial<Target> =>
+  ({ ...(note === undefined ? {} : { note }), ...(spread === undefined ? {} : { spread }) })
+
+/** `spread`: that of the rounds the value is the median of (see bench/lib/sampled.ts). */
+export function atLeast (name: string, value: number, goal: number, note?: string, spread?: number): Target {
+  return { name, value, goal: `>= ${goal}`, pass: value >= goal, ...optional(note, spread) }
 }
 
-export function atMost (name: string, value: number, goal: number, note?: string): Target {
-  return { name, value, goal: `<= ${goal}`, pass: value <= goal, ...(note === undefined ? {} : { note }) }
+export function atMost (name: string, value: number, goal: number, note?: string, spread?: number): Target {
+  return { name, value, goal: `<= ${goal}`, pass: value <= goal, ...optional(note, spread) }
 }
+
+/** Marks a target as one the README's summary quotes. */
+export const headline = (target: Target): Target => ({ ...target, headline: true })

@@ -1,8 +1,9 @@
 // Scenario 4: handshakes per second, connection to first message (the plugin's
 // hello, Socket.IO's namespace connect), JWT verification included, each
-// connection reset right after.
+// connection reset right after. Each round starts the peers afresh, in turn.
 import { withPeer } from '../lib/deploy.js'
-import { atLeast, peersOf, type Cell, type Context, type ScenarioResult, type Target } from '../lib/results.js'
+import { atLeast, headline, peersOf, type Cell, type Context, type ScenarioResult, type Target } from '../lib/results.js'
+import { interleaved, median, mediansOf, ratios, roundsSpread, spreadCell } from '../lib/sampled.js'
 import type { PeerName } from '../lib/peers.js'
 
 const PEERS: PeerName[] = ['ws-naive', 'socket.io', 'evsock-memory']
@@ -11,29 +12,42 @@ const CONCURRENCY = 32
 /** Distinct users (tokens) the generator cycles through. */
 const USERS = 1000
 
-export async function handshake (context: Context): Promise<ScenarioResult> {
-  const rate = new Map<PeerName, number>()
-  const rows: Cell[][] = []
-  for (const peer of peersOf(context, PEERS)) {
-    await withPeer(peer, {}, async (deployment) => {
-      const generator = deployment.generator()
-      const before = await deployment.snapshot()
-      const result = await generator.call<{ done: number, failed: number, firstError?: string, ms: number }>('handshakes', {
-        proto: deployment.proto, ports: deployment.ports, offset: 0, count: USERS, ms: context.args.seconds * 2000, concurrency: CONCURRENCY
-      })
-      const after = await deployment.snapshot()
-      const perSecond = result.done / (result.ms / 1000)
-      rate.set(peer, perSecond)
-      rows.push([peer, Math.round(perSecond), ((after.cpu - before.cpu) / result.done).toFixed(0), result.failed, result.firstError ?? ''])
+interface Storm { perSecond: number, cpuPerHandshake: number, failed: number, firstError: string }
+
+async function storm (context: Context, peer: PeerName): Promise<Storm> {
+  return await withPeer(peer, {}, async (deployment) => {
+    const generator = deployment.generator()
+    const before = await deployment.snapshot()
+    const result = await generator.call<{ done: number, failed: number, firstError?: string, ms: number }>('handshakes', {
+      proto: deployment.proto, ports: deployment.ports, offset: 0, count: USERS, ms: context.args.seconds * 2000, concurrency: CONCURRENCY
     })
+    const after = await deployment.snapshot()
+    return { perSecond: result.done / (result.ms / 1000), cpuPerHandshake: (after.cpu - before.cpu) / result.done, failed: result.failed, firstError: result.firstError ?? '' }
+  })
+}
+
+export async function handshake (context: Context): Promise<ScenarioResult> {
+  const peers = peersOf(context, PEERS)
+  const samples = await interleaved(peers, context.args.rounds, (peer) => peer, (peer) => storm(context, peer))
+  const rows: Cell[][] = peers.map((peer) => {
+    const rounds = samples.get(peer)!
+    const rate = rounds.map((r) => r.perSecond)
+    return [peer, Math.round(median(rate)), spreadCell(rate), median(rounds.map((r) => r.cpuPerHandshake)).toFixed(0),
+      rounds.reduce((total, r) => total + r.failed, 0), rounds.find((r) => r.firstError !== '')?.firstError ?? '']
+  })
+  const ours = samples.get('evsock-memory')
+  const theirs = samples.get('socket.io')
+  const targets: Target[] = []
+  if (ours !== undefined && theirs !== undefined) {
+    const rounds = ratios(ours.map((r) => r.perSecond), theirs.map((r) => r.perSecond))
+    targets.push(headline(atLeast('handshakes/s evsock / Socket.IO (both verify a JWT)', median(rounds), 0.8, undefined, roundsSpread(rounds))))
   }
-  const ours = rate.get('evsock-memory')
-  const theirs = rate.get('socket.io')
-  const targets: Target[] = ours === undefined || theirs === undefined
-    ? []
-    : [atLeast('handshakes/s evsock / Socket.IO (both verify a JWT)', ours / theirs, 0.8)]
   return {
-    tables: [{ title: `Handshakes (${CONCURRENCY} in flight; bare ws has no auth)`, columns: ['peer', 'handshakes/s', 'server µs/handshake', 'failed', 'first error'], rows }],
+    tables: [{
+      title: `Handshakes (${CONCURRENCY} in flight; bare ws has no auth; ${mediansOf(context.args.rounds)}, peers in turn)`,
+      columns: ['peer', 'handshakes/s', 'spread %', 'server µs/handshake', 'failed', 'first error'],
+      rows
+    }],
     targets
   }
 }

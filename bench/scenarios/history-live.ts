@@ -4,13 +4,11 @@
 // patterns match), and design B's live path (today's routed path, plus a
 // stream bound '#' that the broker writes every event to and nobody reads
 // until a client resumes).
-import { setTimeout as sleep } from 'node:timers/promises'
 import { BenchExchange } from '../lib/amqp-topology.js'
-import { brokerCpu, brokerCpuBetween } from '../lib/broker-cpu.js'
 import { FANOUT_TOPIC } from '../lib/config.js'
 import { Deployment } from '../lib/deploy.js'
-import { throughput } from '../lib/measure.js'
-import type { LatencySummary } from '../lib/hist.js'
+import { fixedRate, throughput, type RatePoint } from '../lib/measure.js'
+import { interleaved, medians } from '../lib/sampled.js'
 import type { PeerName } from '../lib/peers.js'
 import { peersOf, type Cell, type Context, type Table } from '../lib/results.js'
 import { ackEvery } from './fanout.js'
@@ -57,45 +55,9 @@ const VARIANTS: Variant[] = [
 
 interface FanoutPoint { framesPerSec: number, cpuPerFrame: number }
 
-interface RatePoint {
-  summary: LatencySummary
-  framesPerSec: number
-  /** Percent of one core over the measurement window. */
-  server: number
-  broker: number | undefined
-  generator: number
-  /** Instance 1 alone, with several: it publishes nothing, so this is what it takes to receive. */
-  receiver: number | undefined
-}
-
 interface Measured { fanout: Map<number, FanoutPoint>, rates: Map<string, RatePoint>, unwanted?: RatePoint }
 
 const rateKey = (subs: number, rate: number): string => `${subs}/${rate}`
-
-/** Publishes `rate` events/s and reads latency and every process's CPU over the measurement window. */
-async function fixedRate (deployment: Deployment, rate: number, warmup: number, seconds: number, topic = FANOUT_TOPIC): Promise<RatePoint> {
-  await deployment.drive({ rate, size: SIZE, topic })
-  await sleep(warmup * 1000)
-  const before = await deployment.snapshot()
-  const brokerBefore = brokerCpu()
-  await deployment.recordLatency()
-  await sleep(seconds * 1000)
-  const summary = await deployment.latency()
-  const after = await deployment.snapshot()
-  const broker = brokerCpuBetween(brokerBefore, brokerCpu())
-  await deployment.halt()
-  const elapsedMs = after.at - before.at
-  // Microseconds of CPU per millisecond, over ten: percent of one core.
-  const percent = (us: number): number => us / elapsedMs / 10
-  return {
-    summary,
-    framesPerSec: (after.events - before.events) / elapsedMs * 1000,
-    server: percent(after.cpu - before.cpu),
-    broker: broker === undefined ? undefined : percent(broker),
-    generator: percent(after.generatorCpu - before.generatorCpu),
-    receiver: after.cpus.length > 1 ? percent(after.cpus[1]! - before.cpus[1]!) : undefined
-  }
-}
 
 interface Running {
   variant: Variant
@@ -130,32 +92,6 @@ async function stopAll (running: Running[]): Promise<void> {
   }
 }
 
-/** `count` samples of `sample` for each variant, in turns, every other round in reverse order. */
-async function rounds<T> (running: Running[], count: number, sample: (deployment: Deployment) => Promise<T>): Promise<Map<string, T[]>> {
-  const samples = new Map<string, T[]>(running.map(({ variant }) => [variant.label, []]))
-  for (let round = 0; round < count; round++) {
-    const order = round % 2 === 0 ? running : [...running].reverse()
-    for (const { variant, deployment } of order) samples.get(variant.label)!.push(await sample(deployment))
-  }
-  return samples
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
-
-/** Each field the median of its own samples. */
-function medians<T extends object> (samples: T[]): T {
-  const first = samples[0]!
-  return Object.fromEntries(Object.entries(first).map(([key, value]) => {
-    if (typeof value === 'number') return [key, median(samples.map((s) => (s as Record<string, number>)[key]!))]
-    if (value !== null && typeof value === 'object') return [key, medians(samples.map((s) => (s as Record<string, object>)[key]!))]
-    return [key, samples.some((s) => (s as Record<string, unknown>)[key] === undefined) ? undefined : value]
-  })) as T
-}
-
 async function fanoutPoint (deployment: Deployment, burst: number, args: Context['args']): Promise<FanoutPoint> {
   const { framesPerSec, cpuPerFrame } = await throughput(deployment, { burst, size: SIZE, topic: FANOUT_TOPIC }, args)
   return { framesPerSec, cpuPerFrame }
@@ -175,18 +111,20 @@ async function measureAll (context: Context, running: Running[]): Promise<Map<st
     await Promise.all(running.map(({ deployment }) => deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })))
     connected = subs
   }
-  const unwanted = await rounds(running, count, (deployment) => fixedRate(deployment, UNWANTED.rate, args.warmup, seconds, UNWANTED.topic))
+  const rounds = <T>(sample: (deployment: Deployment) => Promise<T>): Promise<Map<string, T[]>> =>
+    interleaved(running, count, ({ variant }) => variant.label, ({ deployment }) => sample(deployment))
+  const unwanted = await rounds((deployment) => fixedRate(deployment, { rate: UNWANTED.rate, size: SIZE, topic: UNWANTED.topic }, args.warmup, seconds))
   keep(unwanted, (measured, point: RatePoint) => { measured.unwanted = point })
   for (const { subs, rates } of POINTS) {
     await connectAll(subs)
     for (const rate of rates) {
-      const samples = await rounds(running, count, (deployment) => fixedRate(deployment, rate, args.warmup, seconds))
+      const samples = await rounds((deployment) => fixedRate(deployment, { rate, size: SIZE, topic: FANOUT_TOPIC }, args.warmup, seconds))
       keep(samples, (measured, point: RatePoint) => measured.rates.set(rateKey(subs, rate), point))
     }
   }
   await connectAll(FANOUT_SUBS)
   for (const burst of BURSTS) {
-    const samples = await rounds(running, count, (deployment) => fanoutPoint(deployment, burst, args))
+    const samples = await rounds((deployment) => fanoutPoint(deployment, burst, args))
     keep(samples, (measured, point: FanoutPoint) => measured.fanout.set(burst, point))
   }
   return results

@@ -125,6 +125,15 @@ serve({
 
   stats: () => started().stats(),
 
+  /** Starts a measurement window of the fan-out timer (null: this peer has none). */
+  recordFanout () {
+    started().fanout?.reset()
+    return null
+  },
+
+  /** The fan-out times since `recordFanout`, µs; undefined for a peer without the timer. */
+  fanoutTime: () => started().fanout?.summary(),
+
   async stop () {
     driving = false
     await peer?.close()

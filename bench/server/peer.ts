@@ -2,6 +2,7 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { EventData } from '../lib/payload.js'
+import type { FanoutTimer } from './fanout-timer.js'
 
 export interface PeerOptions {
   /** Index of this instance; instance 0 publishes. */
@@ -20,6 +21,8 @@ export interface PeerOptions {
   history?: boolean | { maxReplays?: number }
   /** evsock with `shared`: the exchange, instead of the bench's own (history runs use one each, then delete it). */
   exchange?: string
+  /** evsock and bare ws: time each event's fan-out inside the server (evsock: through its `metrics` option). */
+  timeFanout?: boolean
 }
 
 export interface Peer {
@@ -30,6 +33,8 @@ export interface Peer {
   busy: () => boolean
   /** Counters worth reporting (broker messages consumed, closes, pending). */
   stats: () => Record<string, number>
+  /** With `timeFanout`: each event's fan-out time inside the server. */
+  fanout?: FanoutTimer
   /** Resolves once every publish so far has been taken by the bus (RabbitMQ: confirmed). */
   settled?: () => Promise<void>
   close: () => Promise<void>

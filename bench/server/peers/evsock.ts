@@ -4,16 +4,33 @@
 // 127.0.0.1 and acks at full speed; the data path is the shipped one.
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
+import { Registry } from 'prom-client'
 import eventSocket from '../../../lib/index.js'
 import { AMQP_URL, BENCH_EXCHANGE, SECRET } from '../../lib/config.js'
+import { FanoutTimer } from '../fanout-timer.js'
 import type { Peer, PeerOptions } from '../peer.js'
 
 /** Publishes awaiting the bus (RabbitMQ confirms) before the driver waits. */
 const MAX_IN_FLIGHT = 2000
 
+/**
+ * The plugin's own fan-out time: its `evsock_delivery_seconds` histogram
+ * (bus receipt to the end of the turn's socket writes), each observation
+ * taken as it is made, at full resolution rather than in Prometheus buckets.
+ */
+function timeDeliveries (registry: Registry): FanoutTimer {
+  const delivery = registry.getSingleMetric('evsock_delivery_seconds') as { observe: (seconds: unknown) => void } | undefined
+  if (delivery === undefined) throw new Error('the plugin registered no evsock_delivery_seconds histogram')
+  const timer = new FanoutTimer()
+  // The plugin observes plain seconds, unlabelled.
+  delivery.observe = (seconds) => { timer.record(Number(seconds) * 1000) }
+  return timer
+}
+
 export async function start (options: PeerOptions): Promise<Peer> {
   const app = Fastify()
   const window = options.window ?? 64
+  const registry = options.timeFanout === true ? new Registry() : undefined
   await app.register(eventSocket, {
     jwt: { secret: SECRET },
     broker: options.shared === true ? { url: AMQP_URL, exchange: options.exchange ?? BENCH_EXCHANGE } : {},
@@ -25,8 +42,10 @@ export async function start (options: PeerOptions): Promise<Peer> {
     rateBurst: 1_000_000,
     heartbeatMs: 3_600_000,
     ...(options.maxPending === undefined ? {} : { maxPendingEvents: options.maxPending }),
-    ...(options.history === undefined ? {} : { history: options.history })
+    ...(options.history === undefined ? {} : { history: options.history }),
+    ...(registry === undefined ? {} : { metrics: { registry } })
   })
+  const fanout = registry === undefined ? undefined : timeDeliveries(registry)
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
 
   let inFlight = 0
@@ -44,6 +63,7 @@ export async function start (options: PeerOptions): Promise<Peer> {
       inFlight++
       app.publish(topic, data).then(settled, () => { settled(); failed++ })
     },
+    ...(fanout === undefined ? {} : { fanout }),
     busy: () => inFlight > MAX_IN_FLIGHT || backlogged(),
     stats: () => {
       const { eventsIn, eventsOut, pending, slowConsumerCloses } = app.eventSocket.stats()

@@ -5,6 +5,7 @@ import { createServer } from 'node:http'
 import type { Socket } from 'node:net'
 import { WebSocketServer } from 'ws'
 import { OP_TEXT, frame } from '../../lib/frames.js'
+import { FanoutTimer } from '../fanout-timer.js'
 import { backlogged, listen, trackSockets, type Peer, type PeerOptions } from '../peer.js'
 import type { EventData } from '../../lib/payload.js'
 
@@ -38,10 +39,22 @@ export async function start (options: PeerOptions): Promise<Peer> {
         const bytes = encode(data)
         for (const socket of open) socket.write(bytes)
       }
+  // Timed as the plugin times itself: from the event's arrival (here the
+  // publish call) to the end of the writes, framing included. Naive mode
+  // only, where the writes end inside the call.
+  const fanout = options.timeFanout === true && options.mode !== 'coalesced' ? new FanoutTimer() : undefined
+  const timed = fanout === undefined
+    ? publish
+    : (topic: string, data: EventData) => {
+        const started = performance.now()
+        publish(topic, data)
+        fanout.record(performance.now() - started)
+      }
 
   return {
     port: await listen(server),
-    publish,
+    publish: timed,
+    ...(fanout === undefined ? {} : { fanout }),
     busy: () => backlogged(sockets),
     stats: () => ({ connections: open.size }),
     close: async () => {
