@@ -11,6 +11,14 @@ import { waitFor } from './helpers/wait.js'
 
 const STALLS = 2
 const WINDOW = 16
+/**
+ * Events that may wait behind the window before the cut. A stalled handler
+ * fills any bound within its STALL_MS; a healthy client must never reach it,
+ * though it shares the test's process (and the cores) with the publishers and
+ * the proxy: at 4 windows (64 events, about 0.3 s of publishing) a pause of
+ * that process under the full suite once cut the client a third time.
+ */
+const MAX_PENDING = 16 * WINDOW
 
 /** Events the client's orders.# handler may trail each publisher by and still count as caught up. */
 const LAG = WINDOW
@@ -30,7 +38,7 @@ if (await requireBroker(t)) {
     let stallsEnded = 0
     const scenario = await startScenario(t, {
       instances: 1,
-      options: { window: WINDOW, maxPendingEvents: 4 * WINDOW },
+      options: { window: WINDOW, maxPendingEvents: MAX_PENDING },
       clients: [{
         patterns: ['orders.#', '*.*.paid'],
         format: 'json',
