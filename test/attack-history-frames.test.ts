@@ -80,7 +80,8 @@ test('positions that look valid but were never issued: BAD_REQUEST at once, not 
     `${epoch}-1e3`,
     `${epoch}-`,
     '-0',
-    `${epoch.toUpperCase()}-0`,
+    // The epoch is base 36: one written in digits only has no upper case, and its offset 0 was issued.
+    ...(epoch === epoch.toUpperCase() ? [] : [`${epoch.toUpperCase()}-0`]),
     ` ${pos}`,
     `${pos} `,
     `${pos}\u0000`,
@@ -96,7 +97,7 @@ test('positions that look valid but were never issued: BAD_REQUEST at once, not 
   // The wait for another instance's head is 5 s: a single instance knows its own.
   t.ok(slowest < 2500, `each answered without waiting for a head (slowest ${slowest} ms)`)
   const resumed = await answerTo(client, { op: 'sub', topic: 'h.*.x', since: pos }, 200)
-  t.same({ op: resumed.op, recovered: resumed.recovered }, { op: 'ok', recovered: true }, 'the real pos still resumes, after sixteen refusals with maxBadFrames 2')
+  t.same({ op: resumed.op, recovered: resumed.recovered }, { op: 'ok', recovered: true }, `the real pos still resumes, after ${beyond.length} refusals with maxBadFrames 2`)
 })
 
 test('a MessagePack and a JSON client resuming together get the same events with the same pos, replayed and live', async (t) => {
