@@ -80,7 +80,7 @@ test('positions that look valid but were never issued: BAD_REQUEST at once, not 
     `${epoch}-1e3`,
     `${epoch}-`,
     '-0',
-    // The epoch is base 36: one written in digits only has no upper case, and its offset 0 was issued.
+    // The epoch is random hex: one in digits only (1 in 43) has no upper case; it is then the real epoch, whose offset 0 was issued.
     ...(epoch === epoch.toUpperCase() ? [] : [`${epoch.toUpperCase()}-0`]),
     ` ${pos}`,
     `${pos} `,
