@@ -84,7 +84,8 @@ class OpenTelemetryTracing implements Tracing {
         deliver(message)
       } finally {
         // Behind every stream this event was written to in this turn: they scheduled their flush when it was pushed.
-        flushes.schedule(new SpanEnd(span))
+        // A span nobody records (no SDK registered, or not sampled) ends as a no-op: no flush work per event for it.
+        if (span.isRecording()) flushes.schedule(new SpanEnd(span))
       }
     }
     return Object.assign(traced, { limits: deliver.limits, dropped: deliver.dropped })
