@@ -60,7 +60,8 @@ export function brokerOptions (t: Test, overrides: Partial<ResolvedBrokerOptions
     reconnectMaxDelayMs: 500,
     ...overrides
   }
-  t.teardown(() => withChannel(options.url ?? brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
+  // A list of nodes may start with a dead one: the exchange is deleted through the broker the tests run on.
+  t.teardown(() => withChannel(typeof options.url === 'string' ? options.url : brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
   return options
 }
 
