@@ -55,6 +55,10 @@ t.test('broker.url as a list: validated, and the instance queue is quorum by def
   t.equal(resolveOptions({ broker: { url: nodes[0] } }).broker.queueType, 'classic', 'one URL: classic')
   t.equal(resolveOptions({ broker: { url: nodes, queueType: 'classic' } }).broker.queueType, 'classic', 'an explicit choice wins')
   t.equal(resolveOptions({ broker: { url: nodes[0], queueType: 'quorum' } }).broker.queueType, 'quorum')
+  const given = [...nodes]
+  const resolved = resolveOptions({ broker: { url: given } }).broker
+  given.push('amqp://127.0.0.1:5683')
+  t.same(resolved.url, nodes, 'the nodes are copied at register: a later change to the array does not reach the instance')
   const refused = (broker: unknown, message: RegExp): void => {
     t.throws(() => resolveOptions({ broker } as never), { code: 'FST_EVSOCK_BAD_OPTION', message }, String(message))
   }
