@@ -4,7 +4,7 @@ import { connectTarget, NodeRotation } from '../lib/bus/amqp-nodes.js'
 import { vhostOf } from '../lib/bus/amqp-session.js'
 import { resolveOptions } from '../lib/options.js'
 import { startAmqpProxy, type AmqpProxy } from './helpers/amqp-proxy.js'
-import { brokerOptions, brokerUrl, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus } from './helpers/broker.js'
+import { brokerOptions, brokerUrl, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus, withChannel } from './helpers/broker.js'
 import { waitFor } from './helpers/wait.js'
 
 // `broker.url` as a list of a cluster's nodes: each connection starts at its
@@ -110,6 +110,9 @@ t.test('nodes on the real broker', async (t) => {
     t.match(row, /x-max-length/)
     t.match(row, /drop-head/)
     t.match(row, /x-expires/)
+    await bus.close()
+    const name = (row as string).split('\t')[0] as string
+    await t.rejects(withChannel(brokerUrl, (channel) => channel.checkQueue(name)), /404/, 'close deleted the quorum queue too')
   })
 
   t.test('no node answers: start fails naming every node, without passwords', async (t) => {
