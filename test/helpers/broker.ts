@@ -66,8 +66,10 @@ export function brokerOptions (t: Test, overrides: Partial<ResolvedBrokerOptions
     reconnectMaxDelayMs: 500,
     ...overrides
   }
-  // A list of nodes may start with a dead one, or a fault test may just have stopped one: the first that answers deletes it.
-  t.teardown(() => withAnyNode(options.url ?? brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
+  // A list of nodes may start with a dead one, or a fault test may just have stopped one: the first that answers
+  // deletes it; the machine's broker, last, when none does (a list of dead nodes never made the exchange).
+  const nodes = typeof options.url === 'string' ? [options.url] : [...(options.url ?? []), brokerUrl]
+  t.teardown(() => withAnyNode(nodes, (channel) => channel.deleteExchange(options.exchange)))
   return options
 }
 
