@@ -1,16 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import { connect } from 'amqplib'
 import t from 'tap'
-import { probe } from './helpers/broker.js'
-import { clusterUrls, declareReplicated, nodeName, nodeOfConnection, queueInfo, queueLeader, requireCluster, runningNodes, scriptStatus } from './helpers/cluster.js'
-import { waitFor } from './helpers/wait.js'
+import { probe } from '../helpers/broker.js'
+import { clusterUrls, declareReplicated, nodeName, nodeOfConnection, queueInfo, queueLeader, requireCluster, runningNodes, scriptStatus } from '../helpers/cluster.js'
+import { waitFor } from '../helpers/wait.js'
 
 // The local cluster of scripts/rabbitmq-cluster.sh, which the cluster tests of
 // issue 12 run on: formed, reachable on each node, replicating quorum queues
 // and streams to every node; and the helpers that tell where a connection or
 // a queue leader is tell the truth. A node's stop and start is tested in
-// test/cluster-faults.test.ts, the only file that stops nodes (tap runs files
-// in parallel).
+// test/cluster-faults.test.ts, the only file that stops nodes; this one is in
+// test/serial, which tap runs alone, so that it never checks the cluster
+// while that file has a node down.
 
 const allNodes = [nodeName(1), nodeName(2), nodeName(3)]
 const url = (n: number): string => clusterUrls[n - 1] as string
