@@ -33,6 +33,8 @@ export interface DeliveryProbeOptions {
   stopping: () => boolean
 }
 
+const SHUTTING_DOWN = 'shutting down'
+
 export class DeliveryProbe {
   /** The control key only this instance binds, so that no other instance is sent its probes. */
   readonly key = `${CONTROL_PREFIX}probe.${randomBytes(8).toString('hex')}`
@@ -60,12 +62,14 @@ export class DeliveryProbe {
 
   async #run (): Promise<EventSocketReadiness> {
     const health = this.#options.health()
-    const result = this.#options.stopping()
-      ? { reason: 'shutting down' }
+    let result = this.#options.stopping()
+      ? { reason: SHUTTING_DOWN }
       : health.broker.state !== 'up'
         // Not published: during an outage it would only take a slot of the outage buffer.
         ? { reason: `broker ${health.broker.state}${health.broker.lastError === undefined ? '' : `: ${health.broker.lastError}`}` }
         : await this.#roundTrip()
+    // Shutdown began while the probe travelled: the checks that joined it meanwhile must not hear 'ok'.
+    if (this.#options.stopping()) result = { reason: SHUTTING_DOWN }
     this.#report(result.reason)
     return result.reason === undefined
       ? { ...this.#options.health(), status: 'ok', probeMs: result.probeMs }

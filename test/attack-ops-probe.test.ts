@@ -1,0 +1,91 @@
+import t, { type Test } from 'tap'
+import type { EventSocketReadiness } from '../lib/index.js'
+import { MemoryBus } from '../lib/bus/memory.js'
+import { opsBus, type OpsBus } from './helpers/ops-bus.js'
+import { recordLogs } from './helpers/ops-logs.js'
+import { startServer, type TestServer } from './helpers/server.js'
+import { within } from './helpers/wait.js'
+
+// Attacks on readiness (lib/probe.ts) on the in-process bus, through a bus
+// with a hand on the probes (helpers/ops-bus.ts): checks made while shutdown
+// runs, a bus that throws instead of rejecting, storms of concurrent checks,
+// and messages under the probe's control keys that no probe of this
+// instance sent. The same on the real broker: attack-ops-probe-amqp.test.ts.
+
+const unhandled: unknown[] = []
+process.on('unhandledRejection', (reason) => { unhandled.push(reason) })
+
+async function probedServer (t: Test, options: { probeTimeoutMs?: number } = {}): Promise<{ server: TestServer, bus: OpsBus, logs: ReturnType<typeof recordLogs> }> {
+  const bus = opsBus(new MemoryBus())
+  const logs = recordLogs()
+  const server = await startServer(t, { bus, ...options }, undefined, logs.logger)
+  return { server, bus, logs }
+}
+
+/** `count` concurrent checks, each timed from its call to its settling. */
+async function storm (server: TestServer, count: number): Promise<{ promises: Array<Promise<EventSocketReadiness>>, results: EventSocketReadiness[], slowestMs: number }> {
+  const started = performance.now()
+  let slowestMs = 0
+  const promises = Array.from({ length: count }, () => server.app.eventSocket.health({ probe: true }))
+  const results = await Promise.all(promises.map(async (promise) => {
+    const result = await promise
+    slowestMs = Math.max(slowestMs, performance.now() - started)
+    return result
+  }))
+  return { promises, results, slowestMs }
+}
+
+const statuses = (results: EventSocketReadiness[]): string[] => [...new Set(results.map((result) => `${result.status}: ${result.reason ?? ''}`))]
+
+t.test('a check made once shutdown has begun resolves down, though it joins a probe sent before; so does that probe\'s first check', async (t) => {
+  const { server, bus } = await probedServer(t, { probeTimeoutMs: 5000 })
+  bus.setProbes('hold')
+  const before = server.app.eventSocket.health({ probe: true })
+  let during: Promise<EventSocketReadiness> | undefined
+  // The bus is closed after the sockets: shutdown has begun. Its close lets the held probe come back (as the
+  // amqp bus's close waits for the confirms in flight), after this check joined it.
+  bus.closing.then(() => { during = server.app.eventSocket.health({ probe: true }) }, () => {})
+  await within(server.app.close(), { what: 'app.close()' })
+  t.equal(during, before, 'the check made during shutdown joined the probe in flight')
+  const results = await within(Promise.all([before, during as Promise<EventSocketReadiness>]), { what: 'both checks' })
+  t.same(results.map((result) => [result.status, result.reason]), [['down', 'shutting down'], ['down', 'shutting down']],
+    'both say shutting down: the probe came back, but the instance is no longer ready')
+  t.equal(bus.probes(), 1, 'one probe for both')
+})
+
+for (const mode of ['pass', 'lose'] as const) {
+  t.test(`5,000 concurrent checks, probes that ${mode === 'pass' ? 'come back' : 'never come back'}: one probe, one promise, each settles within probeTimeoutMs`, async (t) => {
+    const probeTimeoutMs = 300
+    const { server, bus } = await probedServer(t, { probeTimeoutMs })
+    bus.setProbes(mode)
+    for (let wave = 1; wave <= 3; wave++) {
+      const { promises, results, slowestMs } = await storm(server, 5000)
+      t.equal(new Set(promises).size, 1, `wave ${wave}: every call got the same promise (nothing kept per call)`)
+      t.equal(bus.probes(), wave, `wave ${wave}: one probe published for the whole wave`)
+      t.same(statuses(results), [mode === 'pass' ? 'ok: ' : `down: the probe was published but did not come back within ${probeTimeoutMs} ms (stalled consumer or lost binding)`])
+      t.ok(slowestMs < probeTimeoutMs + 500, `wave ${wave}: the slowest settled in ${Math.round(slowestMs)} ms`)
+    }
+  })
+}
+
+t.test('5,000 checks started while app.close() runs all settle, down once shutdown has begun', async (t) => {
+  const { server, bus } = await probedServer(t, { probeTimeoutMs: 300 })
+  bus.setProbes('lose')
+  const early = storm(server, 2500)
+  const closing = server.app.close()
+  const late = storm(server, 2500)
+  await within(closing, { what: 'app.close()' })
+  const after = await storm(server, 10)
+  const [first, second] = await within(Promise.all([early, late]), { what: 'the storms' })
+  t.ok(bus.probes() <= 1, 'at most the one probe sent before shutdown')
+  for (const [name, wave] of [['during', second], ['after', after]] as const) {
+    t.same(statuses(wave.results), ['down: shutting down'], `the checks ${name} app.close() say shutting down`)
+  }
+  t.ok(first.results.every((result) => result.status === 'down'), 'those started just before it are down too')
+})
+
+// Last: the tests above are done, and any rejection they left would have been reported by now.
+t.test('no promise of the attacks above was left rejected unhandled', async (t) => {
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(unhandled, [])
+})
