@@ -84,7 +84,8 @@ export class DeliveryProbe {
     let confirmed = false
     let timer: NodeJS.Timeout | undefined
     const arrived = new Promise<void>((resolve) => { this.#awaited = { id: message.id, arrived: resolve } })
-    const published = bus.publish(message).then(() => { confirmed = true })
+    // Inside a promise: a bus of the app's own that throws rather than rejects still gives a 'down'.
+    const published = new Promise<void>((resolve) => { resolve(bus.publish(message)) }).then(() => { confirmed = true })
     const expired = new Promise<string>((resolve) => {
       timer = setTimeout(() => resolve(confirmed
         ? `the probe was published but did not come back within ${timeoutMs} ms (stalled consumer or lost binding)`

@@ -53,6 +53,17 @@ t.test('a check made once shutdown has begun resolves down, though it joins a pr
   t.equal(bus.probes(), 1, 'one probe for both')
 })
 
+t.test('a bus whose publish throws synchronously: the check resolves down with its error, and the next one probes again', async (t) => {
+  const { server, bus } = await probedServer(t)
+  bus.setProbes('throw')
+  const result = await within(server.app.eventSocket.health({ probe: true }), { what: 'the check' })
+  t.equal(result.status, 'down')
+  t.match(result.reason, /publishing the probe failed: thrown synchronously by the test bus/)
+  bus.setProbes('pass')
+  t.equal((await server.app.eventSocket.health({ probe: true })).status, 'ok', 'ok again once the bus behaves')
+  t.equal(bus.probes(), 2)
+})
+
 for (const mode of ['pass', 'lose'] as const) {
   t.test(`5,000 concurrent checks, probes that ${mode === 'pass' ? 'come back' : 'never come back'}: one probe, one promise, each settles within probeTimeoutMs`, async (t) => {
     const probeTimeoutMs = 300
