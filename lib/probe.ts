@@ -35,9 +35,15 @@ export interface DeliveryProbeOptions {
 
 const SHUTTING_DOWN = 'shutting down'
 
+/**
+ * Every instance's probe key starts so. A binding as wide as a client's `#`
+ * brings the other instances' probes in too: the hub drops those quietly.
+ */
+export const PROBE_PREFIX = `${CONTROL_PREFIX}probe.`
+
 export class DeliveryProbe {
   /** The control key only this instance binds, so that no other instance is sent its probes. */
-  readonly key = `${CONTROL_PREFIX}probe.${randomBytes(8).toString('hex')}`
+  readonly key = `${PROBE_PREFIX}${randomBytes(8).toString('hex')}`
   readonly #options: DeliveryProbeOptions
   #inFlight: Promise<EventSocketReadiness> | undefined
   /** The probe awaited now: its message id, and what its delivery settles. */

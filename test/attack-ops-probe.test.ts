@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
 import type { EventSocketReadiness } from '../lib/index.js'
 import { MemoryBus } from '../lib/bus/memory.js'
-import { opsBus, type OpsBus } from './helpers/ops-bus.js'
-import { recordLogs } from './helpers/ops-logs.js'
-import { startServer, type TestServer } from './helpers/server.js'
+import type { BusMessage } from '../lib/bus/types.js'
+import { loseNextProbe, opsBus, type OpsBus } from './helpers/ops-bus.js'
+import { recordLogs, WARN } from './helpers/ops-logs.js'
+import { openClient, startServer, type TestServer } from './helpers/server.js'
 import { within } from './helpers/wait.js'
 
 // Attacks on readiness (lib/probe.ts) on the in-process bus, through a bus
@@ -93,6 +95,46 @@ t.test('5,000 checks started while app.close() runs all settle, down once shutdo
     t.same(statuses(wave.results), ['down: shutting down'], `the checks ${name} app.close() say shutting down`)
   }
   t.ok(first.results.every((result) => result.status === 'down'), 'those started just before it are down too')
+})
+
+t.test('messages under the probe\'s control keys that this instance\'s probe did not send: readiness stays down, no client sees them, no warning', async (t) => {
+  const { server, bus, logs } = await probedServer(t, { probeTimeoutMs: 300 })
+  const client = await openClient(t, server)
+  client.ackEach()
+  t.equal((await client.subscribe('#')).op, 'ok')
+  const { key, oldId, currentId, check } = await loseNextProbe(server.app.eventSocket, bus)
+  const otherKey = '$evsock.probe.0123456789abcdef'
+  const forged = (topic: string, id: string, payload: Buffer): BusMessage => ({ id, topic, time: Date.now(), payload })
+  const forgeries = [
+    forged(key, randomUUID(), Buffer.from('{}')),
+    forged(key, oldId, Buffer.from('{}')),
+    forged(key, oldId.toUpperCase(), Buffer.from('{}')),
+    forged(key, '', Buffer.from('{}')),
+    forged(key, 'x'.repeat(10_000), Buffer.from('not json')),
+    forged(key, randomUUID(), Buffer.alloc(1 << 20, 0xff)),
+    // The probe in flight's own id, under keys that are not this instance's.
+    forged(otherKey, currentId, Buffer.from('{}')),
+    forged(`${key}.x`, currentId, Buffer.from('{}')),
+    forged('$evsock.probe', currentId, Buffer.from('{}'))
+  ]
+  for (const message of forgeries) bus.inject(message)
+  for (let i = 0; i < 1000; i++) bus.inject(forged(key, randomUUID(), Buffer.from('{}')))
+  const result = await within(check, { what: 'the check' })
+  t.equal(result.status, 'down', 'still down: none of them is the probe in flight')
+  t.match(result.reason, /did not come back within 300 ms/)
+  // Another instance's probes are what a `#` binding brings in on RabbitMQ: no warning each time.
+  for (let i = 0; i < 3; i++) bus.inject(forged(otherKey, randomUUID(), Buffer.from('{}')))
+  const { id } = await server.app.publish('orders.sentinel', 'sentinel')
+  await client.next((message) => message.op === 'event' && message.id === id, { timeout: 5000 })
+  t.same(client.events().map((event) => event.topic), ['orders.sentinel'], 'the client on # got the sentinel and nothing else')
+  t.same(logs.at(WARN).map((entry) => [entry.msg, entry.topic]), [
+    // Not under the probes' prefix: a control key nobody uses, which is worth a (summarized) warning.
+    ['event socket: dropped an invalid control message', '$evsock.probe'],
+    ['event socket: readiness probe failed; not ready', undefined]
+  ], 'no warning for the forged probes or the other instance\'s probes')
+  bus.setProbes('pass')
+  t.equal((await server.app.eventSocket.health({ probe: true })).status, 'ok', 'ok again once probes come back')
+  t.same(server.app.eventSocket.stats().eventsIn, 1, 'none of them counted as an event')
 })
 
 // Last: the tests above are done, and any rejection they left would have been reported by now.

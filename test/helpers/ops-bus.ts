@@ -1,3 +1,4 @@
+import type { EventSocketApi, EventSocketReadiness } from '../../lib/index.js'
 import type { Bus, BusHistory, BusMessage, Deliver } from '../../lib/bus/types.js'
 
 // A bus around another (the in-process one, or an amqp bus) with a hand on the
@@ -84,4 +85,29 @@ export function opsBus (inner: Bus): OpsBus {
     },
     closing
   }
+}
+
+export interface LostProbe {
+  /** This instance's probe key. */
+  key: string
+  /** The id of a probe that came back earlier, for replays. */
+  oldId: string
+  /** The id of the probe the check waits for, which never reaches the bus. */
+  currentId: string
+  /** The check waiting for it. */
+  check: Promise<EventSocketReadiness>
+}
+
+/**
+ * One probe that comes back (it must: readiness is ok), then a check whose
+ * probe the bus loses: from there, whatever comes back under the probe key
+ * is someone else's, the forger's aim.
+ */
+export async function loseNextProbe (api: EventSocketApi, bus: OpsBus): Promise<LostProbe> {
+  const ready = await api.health({ probe: true })
+  if (ready.status !== 'ok') throw new Error(`not ready before the attack: ${ready.reason ?? ''}`)
+  bus.setProbes('lose')
+  const check = api.health({ probe: true })
+  const ids = bus.probeIds()
+  return { key: bus.probeKey() as string, oldId: ids[0] as string, currentId: ids.at(-1) as string, check }
 }
