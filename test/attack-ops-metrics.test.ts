@@ -3,6 +3,7 @@ import Fastify from 'fastify'
 import { Counter, Registry } from 'prom-client'
 import eventSocket, { type Bus } from '../lib/index.js'
 import { MemoryBus } from '../lib/bus/memory.js'
+import { seriesOf } from './helpers/ops-labels.js'
 import { parsePrometheus, scrape, type Scrape } from './helpers/prom-text.js'
 import { attemptHandshake, openClient, SECRET, startServer, type TestClient, type TestServer } from './helpers/server.js'
 import { waitFor, within } from './helpers/wait.js'
@@ -21,24 +22,11 @@ const documentedLabels: Record<string, (labels: Record<string, string>) => boole
   evsock_handshakes_refused_total: (labels) => /^(FST_EVSOCK_[A-Z_]+|other)$/.test(labels.code ?? '') && /^[45]\d\d$/.test(labels.status ?? '') && Object.keys(labels).length === 2
 }
 
-/** Every sample's labels outside the documented sets, and how many series there are. */
+/** The series whose labels are outside the documented sets, and how many series there are. */
 function labelAudit (metrics: Scrape): { undocumented: string[], series: number } {
-  const undocumented: string[] = []
-  let series = 0
-  for (const [name, family] of metrics.families) {
-    const sampleNames = family.type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name]
-    for (const sampleName of sampleNames) {
-      for (const sample of metrics.samples(sampleName)) {
-        series++
-        const labels = { ...sample.labels }
-        // A histogram's buckets are the one label the library adds.
-        if (family.type === 'histogram') delete labels.le
-        if (Object.keys(labels).length === 0) continue
-        if (documentedLabels[name]?.(labels) !== true) undocumented.push(`${sampleName}${JSON.stringify(labels)}`)
-      }
-    }
-  }
-  return { undocumented, series }
+  const series = seriesOf(metrics)
+  const undocumented = series.filter(({ family, labels }) => Object.keys(labels).length > 0 && documentedLabels[family]?.(labels) !== true)
+  return { undocumented: undocumented.map(({ sample, labels }) => `${sample}${JSON.stringify(labels)}`), series: series.length }
 }
 
 t.test('a registration that fails after the metrics were made leaves the app\'s registry as it found it, so that the next one registers', async (t) => {
