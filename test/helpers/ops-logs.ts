@@ -16,7 +16,7 @@ export interface RecordedLogs {
 
 export const WARN = 40
 
-export function recordLogs (): RecordedLogs {
+export function recordLogs (level = 'debug'): RecordedLogs {
   const entries: LogEntry[] = []
   const lines: string[] = []
   const stream = {
@@ -26,7 +26,7 @@ export function recordLogs (): RecordedLogs {
     }
   }
   return {
-    logger: { level: 'debug', stream },
+    logger: { level, stream },
     entries,
     lines,
     at: (level, pattern) => entries.filter((entry) => entry.level >= level && (pattern === undefined || pattern.test(entry.msg)))
