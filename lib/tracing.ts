@@ -85,7 +85,12 @@ class OpenTelemetryTracing implements Tracing {
       } finally {
         // Behind every stream this event was written to in this turn: they scheduled their flush when it was pushed.
         // A span nobody records (no SDK registered, or not sampled) ends as a no-op: no flush work per event for it.
-        if (span.isRecording()) flushes.schedule(new SpanEnd(span))
+        // Nothing due this turn (no receiver, every window full): nothing to wait for, and the span must not
+        // make the queue look `scheduled`, which metrics read as socket writes this turn.
+        if (span.isRecording()) {
+          if (flushes.scheduled) flushes.schedule(new SpanEnd(span))
+          else span.end()
+        }
       }
     }
     return Object.assign(traced, { limits: deliver.limits, dropped: deliver.dropped })

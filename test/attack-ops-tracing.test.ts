@@ -11,6 +11,7 @@ import { publishForeign } from './helpers/foreign.js'
 import { clusterOptions } from './helpers/instance.js'
 import { opsBus } from './helpers/ops-bus.js'
 import { futureTraceparent, TRACE_ID, traceCases, VALID_PARENT, type TraceCase } from './helpers/ops-trace-cases.js'
+import { scrape } from './helpers/prom-text.js'
 import { openClient, startServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
 
@@ -116,4 +117,22 @@ t.test('a bus of the app\'s own that hands over any `trace` a publisher wrote: d
   t.equal(spans.length, count, 'their spans are finished, and kept by the exporter')
   t.ok(spans.every((span) => span.parentSpanContext?.traceId === TRACE_ID), 'each continues the sender\'s trace')
   t.ok(retained < 16 * (1 << 20), `the finished spans keep ${Math.round(retained / (1 << 20))} MiB, not a MiB of tracestate each`)
+})
+
+t.test('with metrics on, delivery spans do not make evsock_delivery_seconds time events that no socket wrote in their turn; those spans end too', async (t) => {
+  const server = await startServer(t, { metrics: true, window: 1 })
+  const client = await openClient(t, server)
+  await client.subscribe('full.#')
+  await server.app.publish('full.x', 1)
+  await client.next((message) => message.op === 'event')
+  const before = await scrape(server.app)
+  // The window is full: these three wait behind it, and no socket writes anything in their turn.
+  await Promise.all([2, 3, 4].map((n) => server.app.publish('full.x', n)))
+  // Observations are made when the turn's flush runs (a setImmediate queued by the deliveries): this one runs after it.
+  await new Promise((resolve) => setImmediate(resolve))
+  const after = await scrape(server.app)
+  t.equal(after.value('evsock_pending_events'), 3, 'the three wait behind the window')
+  t.equal(after.value('evsock_delivery_seconds_count') - before.value('evsock_delivery_seconds_count'), 0, 'none of them is timed (docs/metrics.md), whatever the tracing')
+  await waitFor(() => ended === started, { what: 'every span started to end', detail: () => `${started - ended} open` })
+  t.pass('their spans ended')
 })
