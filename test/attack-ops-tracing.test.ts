@@ -136,3 +136,29 @@ t.test('with metrics on, delivery spans do not make evsock_delivery_seconds time
   await waitFor(() => ended === started, { what: 'every span started to end', detail: () => `${started - ended} open` })
   t.pass('their spans ended')
 })
+
+t.test('a route handler publishing in the context of a client\'s own trace headers (12 KB of tracestate): the event carries at most 512 characters of it, and the trace goes on', async (t) => {
+  if (!await requireBroker(t)) return
+  exporter.reset()
+  const options = clusterOptions(t, { history: false })
+  const server = await startServer(t, options, (app) => {
+    // What an app's HTTP instrumentation does with every request's headers: the client's values, whatever they are.
+    app.post('/publish', async (request) => await context.with(propagation.extract(context.active(), request.headers), async () => await app.publish('trace.client', request.body)))
+  })
+  const client = await openClient(t, server)
+  client.ackEach()
+  await client.subscribe('trace.#')
+  const tracestate = Array.from({ length: 3000 }, (_, i) => `m${i % 10}=v`).join(',')
+  const response = await fetch(`http://127.0.0.1:${server.port}/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', traceparent: VALID_PARENT, tracestate },
+    body: JSON.stringify({ n: 1 })
+  })
+  t.equal(response.status, 200, 'the publish succeeded')
+  const { id } = await response.json() as { id: string }
+  await client.next((message) => message.id === id, { timeout: 10_000 })
+  await waitFor(() => ended === started, { what: 'every span started to end' })
+  const deliver = exporter.getFinishedSpans().find((span) => span.name === 'evsock deliver' && span.attributes['messaging.message.id'] === id)
+  t.equal(deliver?.spanContext().traceId, TRACE_ID, 'the delivery continues the client\'s trace')
+  t.ok((deliver?.spanContext().traceState?.serialize() ?? '').length <= 512, 'with at most 512 characters of its tracestate')
+})
