@@ -97,11 +97,17 @@ async function serve (fastify: FastifyInstance, options: ResolvedOptions, metric
   }
 
   await bus.start(tracing?.traced(hub.deliver, hub.streams.flushes) ?? hub.deliver)
-  // Bound for the life of the instance (the amqp bus binds it again after a reconnect).
-  await bus.bind(REVOKE_KEY)
   const probe = new DeliveryProbe({ bus, log: fastify.log, timeoutMs: options.probeTimeoutMs, health: () => hub.health(), stopping: () => hub.shuttingDown })
-  hub.controls.set(probe.key, probe.received)
-  await bus.bind(probe.key)
+  try {
+    // Bound for the life of the instance (the amqp bus binds them again after a reconnect).
+    await bus.bind(REVOKE_KEY)
+    hub.controls.set(probe.key, probe.received)
+    await bus.bind(probe.key)
+  } catch (err) {
+    // Started, and no onClose hook will close it: its connections would keep the process alive.
+    await bus.close()
+    throw err
+  }
 
   fastify.route({
     method: 'GET',

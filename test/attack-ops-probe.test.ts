@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
-import type { EventSocketReadiness } from '../lib/index.js'
+import Fastify from 'fastify'
+import eventSocket, { type EventSocketReadiness } from '../lib/index.js'
 import { MemoryBus } from '../lib/bus/memory.js'
-import type { BusMessage } from '../lib/bus/types.js'
+import type { Bus, BusMessage } from '../lib/bus/types.js'
 import { loseNextProbe, opsBus, type OpsBus } from './helpers/ops-bus.js'
 import { recordLogs, WARN } from './helpers/ops-logs.js'
-import { openClient, startServer, type TestServer } from './helpers/server.js'
+import { openClient, SECRET, startServer, type TestServer } from './helpers/server.js'
 import { within } from './helpers/wait.js'
 
 // Attacks on readiness (lib/probe.ts) on the in-process bus, through a bus
@@ -138,6 +139,24 @@ t.test('messages under the probe\'s control keys that this instance\'s probe did
 })
 
 // Last: the tests above are done, and any rejection they left would have been reported by now.
+t.test('a registration that fails after the bus started (a control key not bound) closes the bus', async (t) => {
+  const inner = new MemoryBus()
+  let closed = 0
+  const refusing: Bus = {
+    kind: 'refusing',
+    start: (deliver) => inner.start(deliver),
+    publish: (message) => inner.publish(message),
+    bind: async (pattern) => { if (pattern.startsWith('$evsock.')) throw new Error('bind refused'); await inner.bind(pattern) },
+    unbind: (pattern) => inner.unbind(pattern),
+    health: () => inner.health(),
+    close: async () => { closed++; await inner.close() }
+  }
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  await t.rejects(async () => { await app.register(eventSocket, { jwt: { secret: SECRET }, bus: refusing }) }, /bind refused/)
+  t.equal(closed, 1, 'the bus it had started was closed')
+})
+
 t.test('no promise of the attacks above was left rejected unhandled', async (t) => {
   await new Promise((resolve) => setImmediate(resolve))
   t.same(unhandled, [])
