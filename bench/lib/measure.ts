@@ -50,6 +50,7 @@ export interface RatePoint {
   framesPerSec: number
   /** Percent of one core over the measurement window. */
   server: number
+  /** The RabbitMQ nodes the peer uses, added up (bench/lib/broker-cpu.ts). */
   broker: number | undefined
   generator: number
   /** Instance 1 alone, with several: it publishes nothing, so this is what it takes to receive. */
@@ -65,12 +66,12 @@ export async function fixedRate (deployment: Deployment, drive: DriveArgs & { ra
   await deployment.drive(drive)
   await sleep(warmup * 1000)
   const before = await deployment.snapshot()
-  const brokerBefore = brokerCpu()
+  const brokerBefore = brokerCpu(deployment.brokerPorts)
   await Promise.all([deployment.recordLatency(), deployment.recordFanout()])
   await sleep(seconds * 1000)
   const [summary, fanoutTime] = await Promise.all([deployment.latency(), deployment.fanoutTime()])
   const after = await deployment.snapshot()
-  const broker = brokerCpuBetween(brokerBefore, brokerCpu())
+  const broker = brokerCpuBetween(brokerBefore, brokerCpu(deployment.brokerPorts))
   await deployment.halt()
   const elapsedMs = after.at - before.at
   const percent = percentOf(elapsedMs)
