@@ -1,0 +1,183 @@
+// The cluster beside the single node, in one run (issue 12): the plugin on
+// two instances on the machine's own RabbitMQ node (evsock-amqp-x2) and on
+// the local three-node cluster (evsock-cluster-x2: each instance on a node
+// of its own, quorum instance queues), through the fan-out and fixed-rate
+// machinery of the suite; and what one node accepts with publisher confirms
+// into each kind of queue the plugin declares. Every ratio is cluster /
+// single node, taken round by round. The cluster's nodes share this
+// machine's 2 cores with everything else: the run measures what replication
+// costs in CPU and latency, not what three machines would give.
+import { connect } from 'amqplib'
+import { nodeProcesses } from '../lib/broker-cpu.js'
+import { AMQP_URL, CLUSTER_URLS, portOf } from '../lib/config.js'
+import { withPeers } from '../lib/deploy.js'
+import { ingest, INGEST_WINDOW, type Ingest, type IngestTarget } from '../lib/ingest.js'
+import { fanoutKey, type Cell, type Context, type ScenarioResult, type Table } from '../lib/results.js'
+import { interleaved, median, mediansOf, ratios, spreadCell } from '../lib/sampled.js'
+import type { PeerName } from '../lib/peers.js'
+import type { RatePoint } from '../lib/measure.js'
+import { measureSubs, type Measured } from './fanout.js'
+import { generatorNote, measureRates, ms, type Point } from './latency.js'
+
+const SINGLE: PeerName = 'evsock-amqp-x2'
+const CLUSTER: PeerName = 'evsock-cluster-x2'
+const PEERS: PeerName[] = [SINGLE, CLUSTER]
+const SUBS = 1000
+const SIZE = 128
+const BURSTS = [1, 20]
+/**
+ * Fixed rates, subscribers never decreasing. 1,000 events/s to 1,000
+ * subscribers is a million frames/s: measured only if the load generator
+ * stays under its limit (bench/scenarios/latency.ts), which it does not on 2
+ * cores; 10 events/s gives the 1,000-subscriber row instead.
+ */
+const RATES = [{ subs: 100, rate: 100 }, { subs: 1000, rate: 10 }, { subs: 1000, rate: 1000 }]
+/** Broker ingest: warm-up and window, seconds (halved with --quick). */
+const INGEST = { warmup: 0.5, seconds: 2 }
+
+const [FIRST] = CLUSTER_URLS
+/** One publisher on the cluster's first node, where the queue's (or stream's) leader is declared; its followers on the others. */
+const TARGETS: IngestTarget[] = [
+  { label: 'single node, classic instance queue', url: AMQP_URL, kind: 'classic', nodes: [AMQP_URL] },
+  { label: 'single node, history stream', url: AMQP_URL, kind: 'stream', nodes: [AMQP_URL] },
+  { label: 'cluster, quorum instance queue', url: FIRST!, kind: 'quorum', nodes: CLUSTER_URLS },
+  { label: 'cluster, history stream (replicated)', url: FIRST!, kind: 'stream', nodes: CLUSTER_URLS },
+  { label: 'cluster, classic queue (not replicated)', url: FIRST!, kind: 'classic', nodes: CLUSTER_URLS }
+]
+/** Each cluster target, and the single-node one it is held against. */
+const AGAINST: Record<string, string> = {
+  'cluster, quorum instance queue': 'single node, classic instance queue',
+  'cluster, history stream (replicated)': 'single node, history stream',
+  'cluster, classic queue (not replicated)': 'single node, classic instance queue'
+}
+
+/** Fails early, with the way out, when a node of the cluster does not answer. */
+async function requireCluster (): Promise<void> {
+  for (const url of CLUSTER_URLS) {
+    try {
+      const connection = await connect(url, { timeout: 5000 })
+      await connection.close()
+    } catch (error) {
+      throw new Error(`the cluster scenario needs the local three-node cluster: ${new URL(url).host} does not answer (${(error as Error).message}); ` +
+        'start it with `bash scripts/rabbitmq-cluster.sh start`, or point AMQP_CLUSTER_URLS at another', { cause: error })
+    }
+  }
+}
+
+/**
+ * Runs `body`, and adds to `table` a note when a node (of the cluster, or the
+ * single one) restarted meanwhile: the cluster is shared with fault tests
+ * that stop and start its nodes, and such a part measured a failover.
+ */
+async function watched (body: () => Promise<Table>): Promise<Table> {
+  const ports = [AMQP_URL, ...CLUSTER_URLS].map(portOf)
+  const before = nodeProcesses(ports)
+  const table = await body()
+  const after = nodeProcesses(ports)
+  if (after === before) return table
+  return { ...table, notes: [...table.notes ?? [], `A RabbitMQ node restarted while these rows were measured (node processes ${before} before, ${after} after): they include a failover, and are disturbed.`] }
+}
+
+/** One round of ingest, measured again (at most twice more) when one of its nodes restarted meanwhile. */
+async function ingestRound (target: IngestTarget, warmup: number, seconds: number): Promise<Ingest> {
+  const ports = target.nodes.map(portOf)
+  for (let attempt = 1; ; attempt++) {
+    const before = nodeProcesses(ports)
+    // A node stopped under the publisher closes its connection: that round is measured again too.
+    const result = await ingest(target, warmup, seconds).catch((error: unknown) => {
+      if (attempt === 3) throw error
+      return undefined
+    })
+    if (result !== undefined && (attempt === 3 || nodeProcesses(ports) === before)) return result
+  }
+}
+
+export async function cluster (context: Context): Promise<ScenarioResult> {
+  await requireCluster()
+  const { args } = context
+  const sampled = `${mediansOf(args.rounds)}, single node and cluster in turn`
+  const fanout = await watched(async () => {
+    const measured: Measured = { frames: new Map(), points: new Map() }
+    await withPeers(PEERS, {}, (deployments) => measureSubs(context, SUBS, deployments, measured, [], BURSTS.map((burst) => ({ size: SIZE, burst }))))
+    return fanoutTable(measured, sampled)
+  })
+  const latency = await watched(async () => {
+    const { points, skipped } = await withPeers(PEERS, {}, (deployments) => measureRates(context, deployments, RATES))
+    return latencyTable(points, sampled, generatorNote(skipped))
+  })
+  const scale = args.quick ? 0.5 : 1
+  const ingested = await watched(async () =>
+    ingestTable(await interleaved(TARGETS, args.rounds, (t) => t.label, (t) => ingestRound(t, INGEST.warmup * scale, INGEST.seconds * scale)), args.rounds))
+  return { tables: [fanout, latency, ingested], targets: [] }
+}
+
+/** Round by round, cluster / single of `read`, as a median and its spread. */
+function ratioCells (single: number[] | undefined, cluster: number[] | undefined): Cell[] {
+  if (single === undefined || cluster === undefined) return ['-', '-']
+  const rounds = ratios(cluster, single)
+  return [median(rounds).toFixed(2), spreadCell(rounds)]
+}
+
+function fanoutTable ({ frames, points }: Measured, sampled: string): Table {
+  const rows: Cell[][] = BURSTS.map((burst) => {
+    const key = (peer: string): string => fanoutKey(peer, SUBS, burst, SIZE)
+    const [single, cluster] = [frames.get(key(SINGLE)), frames.get(key(CLUSTER))]
+    const cpu = (peer: string): string => points.get(key(peer))?.cpuPerFrame.toFixed(2) ?? '-'
+    return [SUBS, burst, Math.round(median(single ?? [NaN])), spreadCell(single ?? []), Math.round(median(cluster ?? [NaN])), spreadCell(cluster ?? []),
+      ...ratioCells(single, cluster), cpu(SINGLE), cpu(CLUSTER)]
+  })
+  return {
+    title: `Cluster: fan-out, one topic, every client subscribed (${SIZE} B; two instances, ${SINGLE} on the single node against ${CLUSTER}; ${sampled})`,
+    notes: ['Frames/s counted at the clients; server µs/frame is the two instances\' CPU per frame received. Spread: (max - min) / median of the rounds, percent.'],
+    columns: ['subs', 'burst', 'single frames/s', 'spread %', 'cluster frames/s', 'spread %', 'cluster / single', 'spread %', 'single server µs/frame', 'cluster server µs/frame'],
+    rows
+  }
+}
+
+function latencyTable (points: Point[], sampled: string, note: string): Table {
+  const rows: Cell[][] = []
+  const read = (samples: RatePoint[] | undefined, value: (s: RatePoint) => number | undefined): number[] | undefined =>
+    samples?.map((s) => value(s) ?? NaN)
+  for (const { subs, rate, rounds } of points) {
+    for (const peer of PEERS) {
+      const samples = rounds.get(peer)!
+      const cell = (value: (s: RatePoint) => number | undefined, format: (v: number) => string): string => {
+        const values = read(samples, value)!
+        return values.some(Number.isNaN) ? '-' : format(median(values))
+      }
+      const versus = (value: (s: RatePoint) => number): Cell[] => peer === SINGLE ? ['', ''] : ratioCells(read(rounds.get(SINGLE), value), read(samples, value))
+      rows.push([peer, subs, rate, cell((s) => s.framesPerSec, (v) => String(Math.round(v))), cell((s) => s.summary.p50, ms), cell((s) => s.summary.p99, ms),
+        cell((s) => s.summary.p999, ms), cell((s) => s.summary.max, ms), ...versus((s) => s.summary.p50), ...versus((s) => s.summary.p99),
+        cell((s) => s.server, (v) => v.toFixed(1)), cell((s) => s.broker, (v) => v.toFixed(1)), cell((s) => s.generator, (v) => v.toFixed(1))])
+    }
+  }
+  return {
+    title: `Cluster: latency at fixed rates, publish to receipt (open loop, ${SIZE} B; ${sampled}; CPU in % of one core)`,
+    notes: [note, 'Broker CPU: the node the peer uses, or the three nodes of the cluster added up. The ratios are the cluster\'s percentile over the single node\'s, round by round (median, spread %).'],
+    columns: ['peer', 'subs', 'events/s', 'frames/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p50 cluster / single', 'spread %', 'p99 cluster / single', 'spread %',
+      'server CPU %', 'broker CPU %', 'generator CPU %'],
+    rows
+  }
+}
+
+function ingestTable (ingested: Map<string, Ingest[]>, rounds: number): Table {
+  const rows: Cell[][] = TARGETS.map(({ label }) => {
+    const own = ingested.get(label)!
+    const perSec = own.map((s) => s.perSec)
+    const broker = own.some((s) => s.broker === undefined) ? undefined : median(own.map((s) => s.broker!))
+    const against = AGAINST[label]
+    return [label, Math.round(median(perSec)), spreadCell(perSec), ...(against === undefined ? ['', ''] : ratioCells(ingested.get(against)!.map((s) => s.perSec), perSec)),
+      broker === undefined ? '-' : broker.toFixed(0), broker === undefined ? '-' : (broker * 1e4 / median(perSec)).toFixed(1),
+      median(own.map((s) => s.publisher)).toFixed(0), Math.max(...own.map((s) => s.failed))]
+  })
+  return {
+    title: `Cluster: events/s one node accepts with publisher confirms (${SIZE} B, through the plugin's publisher, at most ${INGEST_WINDOW.toLocaleString('en-US')} awaiting their confirm; ${mediansOf(rounds)}, targets in turn; CPU in % of one core)`,
+    notes: [
+      'One publisher connection to one node (on the cluster, its first: the queue\'s or stream\'s leader is declared there, its followers on the other two), into one queue bound \'#\' that nobody consumes; ' +
+        'the plugin\'s own declarations (lib/bus/amqp-bindings.ts, lib/bus/amqp-stream.ts). Broker CPU adds up every node that works for it; broker µs/event is that CPU per event confirmed. ' +
+        '"vs single node": the cluster\'s rate over the single node\'s same kind of queue (the quorum queue over the classic instance queue it replaces), round by round.'
+    ],
+    columns: ['node and queue', 'events/s confirmed', 'spread %', 'vs single node', 'spread %', 'broker CPU %', 'broker µs/event', 'publisher CPU %', 'failed'],
+    rows
+  }
+}
