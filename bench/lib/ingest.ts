@@ -47,7 +47,8 @@ const TOPIC = 'bench.ingest'
 /** The plugin's resolved options, as a default configuration declares them. */
 const resolved = (url: string) => resolveOptions({ broker: { url }, history: true })
 
-async function declare (channel: Channel, queue: string, target: IngestTarget): Promise<void> {
+/** Declares `queue` as the plugin would for `target`'s kind. */
+export async function declare (channel: Channel, queue: string, target: Pick<IngestTarget, 'url' | 'kind'>): Promise<void> {
   const options = resolved(target.url)
   if (target.kind === 'stream') {
     await channel.assertQueue(queue, { durable: true, arguments: streamArguments(options.history!) })

@@ -11,6 +11,7 @@ import { connect } from 'amqplib'
 import { nodeProcesses } from '../lib/broker-cpu.js'
 import { AMQP_URL, CLUSTER_URLS, portOf } from '../lib/config.js'
 import { withPeers } from '../lib/deploy.js'
+import { bindRate, type BindRate } from '../lib/bind-rate.js'
 import { ingest, INGEST_WINDOW, type Ingest, type IngestTarget } from '../lib/ingest.js'
 import { fanoutKey, type Cell, type Context, type ScenarioResult, type Table } from '../lib/results.js'
 import { interleaved, median, mediansOf, ratios, spreadCell } from '../lib/sampled.js'
@@ -51,6 +52,11 @@ const AGAINST: Record<string, string> = {
   'cluster, classic queue (not replicated)': 'single node, classic instance queue'
 }
 
+/** Bindings made and removed per round (halved with --quick): per-user topics bind one key per user. */
+const BINDINGS = 1000
+/** The instance queue of each: classic on the single node, quorum on the cluster. */
+const BIND_TARGETS = [TARGETS[0]!, TARGETS[2]!]
+
 /** Fails early, with the way out, when a node of the cluster does not answer. */
 async function requireCluster (): Promise<void> {
   for (const url of CLUSTER_URLS) {
@@ -78,13 +84,13 @@ async function watched (body: () => Promise<Table>): Promise<Table> {
   return { ...table, notes: [...table.notes ?? [], `A RabbitMQ node restarted while these rows were measured (node processes ${before} before, ${after} after): they include a failover, and are disturbed.`] }
 }
 
-/** One round of ingest, measured again (at most twice more) when one of its nodes restarted meanwhile. */
-async function ingestRound (target: IngestTarget, warmup: number, seconds: number): Promise<Ingest> {
-  const ports = target.nodes.map(portOf)
+/** One round on `nodes`, measured again (at most twice more) when one of them restarted meanwhile. */
+async function undisturbed<T> (nodes: string[], measure: () => Promise<T>): Promise<T> {
+  const ports = nodes.map(portOf)
   for (let attempt = 1; ; attempt++) {
     const before = nodeProcesses(ports)
-    // A node stopped under the publisher closes its connection: that round is measured again too.
-    const result = await ingest(target, warmup, seconds).catch((error: unknown) => {
+    // A node stopped under the client closes its connection: that round is measured again too.
+    const result = await measure().catch((error: unknown) => {
       if (attempt === 3) throw error
       return undefined
     })
@@ -106,9 +112,12 @@ export async function cluster (context: Context): Promise<ScenarioResult> {
     return latencyTable(points, sampled, generatorNote(skipped))
   })
   const scale = args.quick ? 0.5 : 1
-  const ingested = await watched(async () =>
-    ingestTable(await interleaved(TARGETS, args.rounds, (t) => t.label, (t) => ingestRound(t, INGEST.warmup * scale, INGEST.seconds * scale)), args.rounds))
-  return { tables: [fanout, latency, ingested], targets: [] }
+  const ingested = await watched(async () => ingestTable(await interleaved(TARGETS, args.rounds, (t) => t.label,
+    (t) => undisturbed(t.nodes, () => ingest(t, INGEST.warmup * scale, INGEST.seconds * scale))), args.rounds))
+  const count = Math.round(BINDINGS * scale)
+  const bound = await watched(async () => bindTable(await interleaved(BIND_TARGETS, args.rounds, (t) => t.label,
+    (t) => undisturbed(t.nodes, () => bindRate(t, count))), count, args.rounds))
+  return { tables: [fanout, latency, ingested, bound], targets: [] }
 }
 
 /** Round by round, cluster / single of `read`, as a median and its spread. */
@@ -178,6 +187,25 @@ function ingestTable (ingested: Map<string, Ingest[]>, rounds: number): Table {
         '"vs single node": the cluster\'s rate over the single node\'s same kind of queue (the quorum queue over the classic instance queue it replaces), round by round.'
     ],
     columns: ['node and queue', 'events/s confirmed', 'spread %', 'vs single node', 'spread %', 'broker CPU %', 'broker µs/event', 'publisher CPU %', 'failed'],
+    rows
+  }
+}
+
+function bindTable (bound: Map<string, BindRate[]>, count: number, rounds: number): Table {
+  const [single, cluster] = BIND_TARGETS.map(({ label }) => bound.get(label)!)
+  const rows: Cell[][] = BIND_TARGETS.map(({ label }) => {
+    const own = bound.get(label)!
+    const isCluster = own === cluster
+    const perBinding = own.some((s) => s.brokerPerBinding === undefined) ? '-' : median(own.map((s) => s.brokerPerBinding!)).toFixed(0)
+    const versus = (read: (s: BindRate) => number): Cell[] => isCluster ? ratioCells(single!.map(read), own.map(read)) : ['', '']
+    return [label, count, Math.round(median(own.map((s) => s.binds))), spreadCell(own.map((s) => s.binds)), ...versus((s) => s.binds),
+      Math.round(median(own.map((s) => s.unbinds))), spreadCell(own.map((s) => s.unbinds)), ...versus((s) => s.unbinds), perBinding]
+  })
+  return {
+    title: `Cluster: bindings one node makes and removes for an instance (${count.toLocaleString('en-US')} keys, one per user; ${mediansOf(rounds)}, targets in turn)`,
+    notes: ['Through the plugin\'s own Bindings (lib/bus/amqp-bindings.ts): every key asked at once, sent one RPC at a time, each awaited, as an instance does when its clients subscribe. ' +
+      'Broker µs per binding: the CPU of every node (the cluster\'s three added up) per key bound and unbound.'],
+    columns: ['node and queue', 'keys', 'binds/s', 'spread %', 'cluster / single', 'spread %', 'unbinds/s', 'spread %', 'cluster / single', 'spread %', 'broker µs per binding'],
     rows
   }
 }
