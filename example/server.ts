@@ -18,8 +18,8 @@ export interface ExampleOptions {
   healthPort: number
   host?: string
   jwtSecret: string
-  /** RabbitMQ URL; without it the in-process bus (one instance only). */
-  amqpUrl?: string
+  /** RabbitMQ URL, or the URLs of a cluster's nodes; without it the in-process bus (one instance only). */
+  amqpUrl?: string | string[]
   /** The exchange every instance shares on RabbitMQ; the plugin's default ('evsock.events') without it. */
   amqpExchange?: string
   logger?: boolean
@@ -48,7 +48,7 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
   if (options.amqpUrl === undefined) {
     app.log.info('broker: in-process bus (set AMQP_URL to run several instances on RabbitMQ)')
   } else {
-    app.log.info({ broker: redact(options.amqpUrl) }, 'broker: RabbitMQ')
+    app.log.info({ broker: [options.amqpUrl].flat().map(redact).join(',') }, 'broker: RabbitMQ')
   }
 
   await app.register(eventSocket, {
@@ -58,7 +58,8 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
     metrics: true,
     ...options.eventSocket,
     jwt: { secret: options.jwtSecret },
-    broker: { url: options.amqpUrl, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
+    // A list of node URLs is passed as it is: broker.url takes lists for a cluster (issue 12), its type catches up in lib/.
+    broker: { url: options.amqpUrl as string | undefined, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
     authorize
   })
 
@@ -180,6 +181,12 @@ function redact (url: string): string {
   return parsed.href
 }
 
+/** AMQP_URL: one URL, or a cluster's node URLs separated by commas (`npm run example:cluster`). */
+function amqpUrls (value: string | undefined): string | string[] | undefined {
+  if (value === undefined || !value.includes(',')) return value
+  return value.split(',').map((url) => url.trim()).filter((url) => url !== '')
+}
+
 const DEV_SECRET = 'dev-only-secret-do-not-use-in-production-0123456789'
 
 async function main (): Promise<void> {
@@ -190,7 +197,7 @@ async function main (): Promise<void> {
     healthPort: Number(process.env.HEALTH_PORT ?? (port === 0 ? 0 : port + 1)),
     host: process.env.HOST ?? '127.0.0.1',
     jwtSecret: process.env.JWT_SECRET ?? DEV_SECRET,
-    amqpUrl: process.env.AMQP_URL,
+    amqpUrl: amqpUrls(process.env.AMQP_URL),
     amqpExchange: process.env.AMQP_EXCHANGE,
     logger: true
   })

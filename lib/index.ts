@@ -149,7 +149,7 @@ export default plugin
 export { eventSocket }
 export * from './errors.js'
 export { defaultAuthorize } from './options.js'
-export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, HistoryOptions } from './options.js'
+export type { Authorize, BrokerOptions, EventSocketOptions, EventSocketUser, HistoryOptions, QueueType } from './options.js'
 export type { MetricsOptions, MetricsRegistry } from './metrics-options.js'
 export { METRICS_CONTENT_TYPE } from './metrics.js'
 export type { EventSocketHealth, EventSocketStats } from './hub.js'

@@ -5,6 +5,7 @@ import { defaultEventLimits } from './publish.js'
 import { isTopicWord } from './topics.js'
 import { resolveMetrics, type MetricsOptions, type ResolvedMetricsOptions } from './metrics-options.js'
 import type { Bus } from './bus/types.js'
+import { redact, vhostOf } from './bus/amqp-session.js'
 
 /** The verified identity of a connection: the JWT's claims. */
 export interface EventSocketUser {
@@ -23,8 +24,17 @@ export interface EventSocketUser {
 export type Authorize = (user: EventSocketUser, pattern: string, request: FastifyRequest) => boolean | Promise<boolean>
 
 export interface BrokerOptions {
-  /** amqp:// URL of RabbitMQ. Without it the in-process bus is used (one instance only). */
-  url?: string
+  /**
+   * amqp:// URL of RabbitMQ, or the URLs of a cluster's nodes (one vhost): each instance starts at a node of its own
+   * and fails over to the next when its node goes. Without it the in-process bus is used (one instance only).
+   */
+  url?: string | readonly string[]
+  /**
+   * Type of the instance queue. 'quorum' replicates it across a cluster's nodes, so that an event confirmed to its
+   * publisher survives the death of any one node on its way to an instance. Default 'quorum' when `url` lists more
+   * than one node, else 'classic' (docs/rabbitmq.md, "Running on a cluster").
+   */
+  queueType?: QueueType
   /** Durable topic exchange shared by every instance. Default 'evsock.events'. */
   exchange?: string
   /** Prefix of each instance's queue name. The queue is durable, not exclusive, so that it outlives a dropped connection; x-expires removes it after its instance is gone. Default 'evsock.instance'. */
@@ -120,8 +130,10 @@ export interface EventSocketOptions {
   metrics?: boolean | MetricsOptions
 }
 
+export type QueueType = 'classic' | 'quorum'
+
 export interface ResolvedBrokerOptions extends Required<Omit<BrokerOptions, 'url'>> {
-  url: string | undefined
+  url: string | readonly string[] | undefined
 }
 
 export interface ResolvedOptions extends Required<Omit<EventSocketOptions, 'jwt' | 'broker' | 'bus' | 'origins' | 'history' | 'metrics'>> {
@@ -150,6 +162,7 @@ export const defaultAuthorize: Authorize = (user, pattern) => {
 
 export const brokerDefaults: Readonly<ResolvedBrokerOptions> = {
   url: undefined,
+  queueType: 'classic',
   exchange: 'evsock.events',
   queuePrefix: 'evsock.instance',
   prefetch: 256,
@@ -176,7 +189,7 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
   const resolved: ResolvedOptions = {
     path: options.path ?? '/events',
     jwt: options.jwt,
-    broker: { ...brokerDefaults, ...options.broker },
+    broker: resolveBroker(options.broker),
     bus: options.bus,
     authorize: options.authorize ?? defaultAuthorize,
     allowQueryToken: options.allowQueryToken ?? false,
@@ -226,7 +239,8 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
   // msgpackr encodes by recursion and overflows the stack at about 1,200 levels (less when called deep in a stack).
   if (resolved.maxEventDepth > MAX_EVENT_DEPTH) throw new BadOptionError('maxEventDepth', `must be at most ${MAX_EVENT_DEPTH}, got ${resolved.maxEventDepth}`)
   const broker = resolved.broker
-  if (broker.url !== undefined && !/^amqps?:\/\//.test(broker.url)) throw new BadOptionError('broker.url', 'must be an amqp:// or amqps:// URL')
+  checkNodeUrls(broker.url)
+  if (broker.queueType !== 'classic' && broker.queueType !== 'quorum') throw new BadOptionError('broker.queueType', `must be 'classic' or 'quorum', got ${String(broker.queueType)}`)
   for (const name of ['prefetch', 'maxQueueLength', 'reconnectInitialDelayMs', 'reconnectMaxDelayMs', 'publishTimeoutMs', 'maxBufferedPublishes'] as const) {
     const value = broker[name]
     if (!Number.isSafeInteger(value) || value < 1) throw new BadOptionError(`broker.${name}`, `must be a positive integer, got ${String(value)}`)
@@ -239,6 +253,31 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
 }
 
 const MiB = 1024 * 1024
+
+function resolveBroker (broker: BrokerOptions | undefined): ResolvedBrokerOptions {
+  const nodes = Array.isArray(broker?.url) ? broker.url.length : 1
+  return { ...brokerDefaults, queueType: nodes > 1 ? 'quorum' : 'classic', ...broker }
+}
+
+/** What a refused URL was, without echoing a password. */
+function describeUrl (node: unknown): string {
+  if (typeof node !== 'string') return typeof node
+  return URL.canParse(node) ? redact(node) : 'a string that is not a URL'
+}
+
+/** One URL, or a list of a cluster's nodes that agree on the vhost (the exchange, queues and stream live in one). */
+function checkNodeUrls (url: unknown): void {
+  if (url === undefined) return
+  const urls: unknown[] = Array.isArray(url) ? url : [url]
+  if (urls.length === 0) throw new BadOptionError('broker.url', 'must list at least one node')
+  for (const node of urls) {
+    if (typeof node !== 'string' || !/^amqps?:\/\//.test(node) || !URL.canParse(node)) {
+      throw new BadOptionError('broker.url', `must be an amqp:// or amqps:// URL${urls.length > 1 ? ' or a list of them' : ''}, got ${describeUrl(node)}`)
+    }
+  }
+  const vhosts = new Set((urls as string[]).map(vhostOf))
+  if (vhosts.size > 1) throw new BadOptionError('broker.url', `lists nodes of different vhosts (${[...vhosts].join(', ')}); a cluster's instances share one`)
+}
 
 function resolveHistory ({ history, broker }: EventSocketOptions): ResolvedHistoryOptions | undefined {
   if (history === undefined || history === false) return undefined

@@ -71,7 +71,7 @@ if (await requireBroker(t)) {
       JSON.stringify({ sub: 'mallory', at: Date.now() + 3_600_000 }),
       JSON.stringify([1, 2])
     ]
-    await withChannel(broker.url ?? '', async (channel) => {
+    await withChannel(broker.url as string, async (channel) => {
       for (const payload of bad) {
         channel.publish(broker.exchange, '$evsock.revoke', Buffer.from(payload), { messageId: randomUUID(), timestamp: Date.now() })
       }

@@ -23,8 +23,11 @@ import { deadline, Signal } from './amqp-signal.js'
 // next successful `attach`, bounded by `timeoutMs`.
 
 /** The instance queue: one per instance, bound to what its sockets want. */
-export async function declareInstanceQueue (channel: Channel, queue: string, { maxQueueLength, reconnectMaxDelayMs }: ResolvedBrokerOptions): Promise<void> {
+export async function declareInstanceQueue (channel: Channel, queue: string, { maxQueueLength, reconnectMaxDelayMs, queueType }: ResolvedBrokerOptions): Promise<void> {
   await channel.assertQueue(queue, {
+    // A quorum queue lives on a majority of the cluster's nodes, not on the one
+    // node it was declared on, so a node's death loses none of its confirmed events.
+    ...(queueType === 'quorum' ? { arguments: { 'x-queue-type': 'quorum' } } : {}),
     // Durable, but holding transient messages: RabbitMQ 4 deprecates transient
     // non-exclusive queues, and the definition is all a restart keeps.
     durable: true,

@@ -1,4 +1,5 @@
 import type { Channel, ChannelModel, RecoveringChannelModel } from 'amqplib'
+import type { NodeRotation } from './amqp-nodes.js'
 
 // The RabbitMQ bus's two connections (publisher, consumer) as amqp.ts tracks them across reconnects.
 
@@ -18,6 +19,8 @@ export interface Side {
   role: Role
   state: SideState
   connection: RecoveringChannelModel | undefined
+  /** The node each attempt of this connection dials. */
+  nodes: NodeRotation | undefined
   session: Session | undefined
 }
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { hostname } from 'node:os'
 import { connect } from 'amqplib'
 import type { Channel, ChannelModel, ConfirmChannel, RecoveringChannelModel } from 'amqplib'
@@ -9,6 +9,7 @@ import { defaultEventLimits } from '../publish.js'
 import { Bindings, declareInstanceQueue } from './amqp-bindings.js'
 import { Consumer } from './amqp-consumer.js'
 import type { AmqpHistory } from './amqp-history.js'
+import { NodeRotation, nodeUrls } from './amqp-nodes.js'
 import { ConfirmPublisher } from './amqp-publisher.js'
 import { redact, type Role, type Session, type Side } from './amqp-session.js'
 import { HistoryStream, type LocalRoutes } from './amqp-stream.js'
@@ -43,8 +44,8 @@ class AmqpBus implements Bus {
   #blocked = false
   #reconnects = 0
   readonly #sides: Record<Role, Side> = {
-    publisher: { role: 'publisher', state: 'connecting', connection: undefined, session: undefined },
-    consumer: { role: 'consumer', state: 'connecting', connection: undefined, session: undefined }
+    publisher: { role: 'publisher', state: 'connecting', connection: undefined, nodes: undefined, session: undefined },
+    consumer: { role: 'consumer', state: 'connecting', connection: undefined, nodes: undefined, session: undefined }
   }
 
   #consumer: Consumer | undefined
@@ -52,7 +53,10 @@ class AmqpBus implements Bus {
   #closing: Promise<void> | undefined
   readonly #options: ResolvedBrokerOptions
   readonly #log: FastifyBaseLogger
-  readonly #url: string
+  /** The cluster's nodes (one, without a cluster). */
+  readonly #nodes: readonly string[]
+  /** Where this instance's connections start: instances spread across the nodes. */
+  readonly #firstNode: number
   /** One queue per instance, named for operators; it outlives a connection (x-expires), not the instance (deleted on close). */
   readonly #queue: string
   /** The broker's bindings of the instance queue, or, reading the stream, the patterns kept here. */
@@ -64,7 +68,8 @@ class AmqpBus implements Bus {
     this.#options = options
     this.#log = log
     if (options.url === undefined) throw new BadOptionError('broker.url', 'is required by the amqp bus')
-    this.#url = options.url
+    this.#nodes = nodeUrls(options.url)
+    this.#firstNode = randomInt(this.#nodes.length)
     this.#queue = `${options.queuePrefix}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}`
     // A subscription waits for its binding as long as a publish waits for its confirm.
     const hooks = { connection: () => this.#sides.consumer.connection, head: () => this.#consumer?.head ?? -1, limits: () => this.#deliver?.limits ?? defaultEventLimits }
@@ -88,7 +93,7 @@ class AmqpBus implements Bus {
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((resolve, reject) => {
       timer = setTimeout(() => reject(new BrokerUnavailableError(
-        `no connection to ${redact(this.#url)} within ${startMs} ms (${this.#lastError ?? 'no answer'})`
+        `no connection to ${this.#nodes.map(redact).join(' or ')} within ${startMs} ms (${this.#lastError ?? 'no answer'})`
       )), startMs)
     })
     try {
@@ -140,7 +145,8 @@ class AmqpBus implements Bus {
   }
 
   async #connect (side: Side): Promise<RecoveringChannelModel> {
-    const connection = await connect(this.#url, {
+    const nodes = new NodeRotation(this.#nodes, this.#firstNode)
+    const connection = await connect(nodes.target, {
       noDelay: true, // amqplib leaves Nagle on, which holds small publishes and acks back ~40 ms
       timeout: CONNECT_TIMEOUT_MS,
       clientProperties: { connection_name: `fastify-event-socket ${side.role} ${this.#queue}` },
@@ -153,6 +159,7 @@ class AmqpBus implements Bus {
       }
     })
     side.connection = connection
+    side.nodes = nodes
     this.#watch(side, connection)
     return connection
   }
@@ -217,10 +224,12 @@ class AmqpBus implements Bus {
     connection.on('connect-failed', (error: Error) => {
       this.#lastError = error.message
       // At warn until the bus first came up (why it does not start); afterwards the loss was logged once, at warn, with the error.
-      this.#log[this.#state === 'connecting' ? 'warn' : 'debug']({ err: error, url: redact(this.#url), connection: side.role }, 'event socket: broker connection attempt failed')
+      this.#log[this.#state === 'connecting' ? 'warn' : 'debug']({ err: error, url: side.nodes?.current, connection: side.role }, 'event socket: broker connection attempt failed')
     })
     connection.on('reconnect-scheduled', ({ attempt, delay }: { attempt: number, delay: number }) => {
-      this.#log.debug({ attempt, delay, connection: side.role }, 'event socket: broker reconnect scheduled')
+      // The node that failed may be gone for good: the next attempt tries the next one.
+      side.nodes?.advance()
+      this.#log.debug({ attempt, delay, connection: side.role, url: side.nodes?.current }, 'event socket: broker reconnect scheduled')
     })
     connection.on('error', (error: Error) => { this.#lastError = error.message })
     // Only the publishing connection matters: the broker blocks connections that publish, and the consumer's never does.
@@ -275,7 +284,7 @@ class AmqpBus implements Bus {
     if (previous === next || previous === 'closed') return
     this.#state = next
     if (previous === 'down' && next === 'up') this.#reconnects++
-    const context = { previous, state: next, connection: side?.role, queue: this.#queue, patterns: this.#bindings.size }
+    const context = { previous, state: next, connection: side?.role, node: side?.nodes?.current, queue: this.#queue, patterns: this.#bindings.size }
     if (next === 'up') this.#log.info(context, previous === 'down' ? 'event socket: broker connection up again (recovered)' : 'event socket: broker connection up')
     else if (next === 'down') {
       this.#log.warn({ ...context, lastError: this.#lastError, buffered: this.#publisher.buffered }, 'event socket: broker connection lost; reconnecting')

@@ -23,7 +23,12 @@ const run = promisify(execFile)
 export async function requireBroker (t: Test, url = brokerUrl): Promise<boolean> {
   const problem = await probe(url)
   if (problem === undefined) return true
-  const message = `RABBITMQ NOT REACHABLE at ${redact(url)} (${problem}) — ${process.env.CI === 'true' ? 'failing (CI=true)' : 'skipping broker tests'}`
+  return unavailable(t, `RABBITMQ NOT REACHABLE at ${redact(url)} (${problem})`, 'skipping broker tests')
+}
+
+/** Fails `t` under CI=true, else plans it as skipped, saying `what` is missing either way; returns false. */
+export function unavailable (t: Test, what: string, skipping: string): false {
+  const message = `${what} — ${process.env.CI === 'true' ? 'failing (CI=true)' : skipping}`
   if (process.env.CI === 'true') t.fail(message)
   else {
     t.comment(message)
@@ -32,7 +37,8 @@ export async function requireBroker (t: Test, url = brokerUrl): Promise<boolean>
   return false
 }
 
-async function probe (url: string): Promise<string | undefined> {
+/** Undefined when `url` takes a TCP connection and an AMQP handshake (each bounded), else what went wrong. */
+export async function probe (url: string): Promise<string | undefined> {
   const { hostname, port } = new URL(url)
   try {
     await new Promise<void>((resolve, reject) => {
@@ -60,7 +66,8 @@ export function brokerOptions (t: Test, overrides: Partial<ResolvedBrokerOptions
     reconnectMaxDelayMs: 500,
     ...overrides
   }
-  t.teardown(() => withChannel(options.url ?? brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
+  // A list of nodes may start with a dead one: the exchange is deleted through the broker the tests run on.
+  t.teardown(() => withChannel(typeof options.url === 'string' ? options.url : brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
   return options
 }
 
@@ -153,7 +160,7 @@ export async function privateVhost (t: Test): Promise<string> {
   return url.toString()
 }
 
-function redact (url: string): string {
+export function redact (url: string): string {
   const parsed = new URL(url)
   if (parsed.password !== '') parsed.password = '***'
   return parsed.toString()
