@@ -54,15 +54,7 @@ export async function declare (channel: Channel, queue: string, target: Pick<Ing
     await channel.assertQueue(queue, { durable: true, arguments: streamArguments(options.history!) })
     return
   }
-  if (target.kind === 'classic') {
-    await declareInstanceQueue(channel, queue, options.broker)
-    return
-  }
-  // The plugin's instance queue, as a quorum queue.
-  await channel.assertQueue(queue, {
-    durable: true,
-    arguments: { 'x-queue-type': 'quorum', 'x-max-length': options.broker.maxQueueLength, 'x-overflow': 'drop-head', 'x-expires': Math.max(60_000, 12 * options.broker.reconnectMaxDelayMs) }
-  })
+  await declareInstanceQueue(channel, queue, { ...options.broker, queueType: target.kind })
 }
 
 /** Publishes with confirms for `warmup` + `seconds` s, keeping INGEST_WINDOW in flight, and reads the rate and the CPU over the last `seconds`. */

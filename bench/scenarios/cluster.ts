@@ -2,13 +2,15 @@
 // two instances on the machine's own RabbitMQ node (evsock-amqp-x2) and on
 // the local three-node cluster (evsock-cluster-x2: each instance on a node
 // of its own, quorum instance queues), through the fan-out and fixed-rate
-// machinery of the suite; and what one node accepts with publisher confirms
-// into each kind of queue the plugin declares. Every ratio is cluster /
-// single node, taken round by round. The cluster's nodes share this
+// machinery of the suite; what one node accepts with publisher confirms
+// into each kind of queue the plugin declares; and how fast one node makes
+// and removes an instance's bindings. Every ratio is cluster / single node,
+// taken round by round. The cluster's nodes share this
 // machine's 2 cores with everything else: the run measures what replication
 // costs in CPU and latency, not what three machines would give.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { connect } from 'amqplib'
-import { nodeProcesses } from '../lib/broker-cpu.js'
+import { brokerCpu, brokerCpuBetween, nodeProcesses } from '../lib/broker-cpu.js'
 import { AMQP_URL, CLUSTER_URLS, portOf } from '../lib/config.js'
 import { withPeers } from '../lib/deploy.js'
 import { bindRate, type BindRate } from '../lib/bind-rate.js'
@@ -98,20 +100,31 @@ async function undisturbed<T> (nodes: string[], measure: () => Promise<T>): Prom
   }
 }
 
+/** The nodes' CPU with nothing of the bench running, percent of one core over `seconds`: what the per-event figures include at low rates. */
+async function atRest (urls: string[], seconds: number): Promise<string> {
+  const ports = urls.map(portOf)
+  const before = brokerCpu(ports)
+  await sleep(seconds * 1000)
+  const cpu = brokerCpuBetween(before, brokerCpu(ports))
+  return cpu === undefined ? '-' : (cpu / seconds / 1e4).toFixed(1)
+}
+
 export async function cluster (context: Context): Promise<ScenarioResult> {
   await requireCluster()
   const { args } = context
   const sampled = `${mediansOf(args.rounds)}, single node and cluster in turn`
+  const scale = args.quick ? 0.5 : 1
+  const rest = `At rest, before the run (nothing of the bench running, ${2 * scale} s each), the single node used ${await atRest([AMQP_URL], 2 * scale)}% of a core ` +
+    `(other tests share it) and the cluster's three nodes ${await atRest(CLUSTER_URLS, 2 * scale)}%: at low event rates that is most of the broker µs/event.`
   const fanout = await watched(async () => {
     const measured: Measured = { frames: new Map(), points: new Map() }
     await withPeers(PEERS, {}, (deployments) => measureSubs(context, SUBS, deployments, measured, [], BURSTS.map((burst) => ({ size: SIZE, burst }))))
-    return fanoutTable(measured, sampled)
+    return fanoutTable(measured, sampled, rest)
   })
   const latency = await watched(async () => {
     const { points, skipped } = await withPeers(PEERS, {}, (deployments) => measureRates(context, deployments, RATES))
-    return latencyTable(points, sampled, generatorNote(skipped))
+    return latencyTable(points, sampled, [generatorNote(skipped), rest])
   })
-  const scale = args.quick ? 0.5 : 1
   const ingested = await watched(async () => ingestTable(await interleaved(TARGETS, args.rounds, (t) => t.label,
     (t) => undisturbed(t.nodes, () => ingest(t, INGEST.warmup * scale, INGEST.seconds * scale))), args.rounds))
   const count = Math.round(BINDINGS * scale)
@@ -127,23 +140,30 @@ function ratioCells (single: number[] | undefined, cluster: number[] | undefined
   return [median(rounds).toFixed(2), spreadCell(rounds)]
 }
 
-function fanoutTable ({ frames, points }: Measured, sampled: string): Table {
-  const rows: Cell[][] = BURSTS.map((burst) => {
+function fanoutTable ({ frames, points }: Measured, sampled: string, rest: string): Table {
+  const rows: Cell[][] = []
+  for (const burst of BURSTS) {
     const key = (peer: string): string => fanoutKey(peer, SUBS, burst, SIZE)
-    const [single, cluster] = [frames.get(key(SINGLE)), frames.get(key(CLUSTER))]
-    const cpu = (peer: string): string => points.get(key(peer))?.cpuPerFrame.toFixed(2) ?? '-'
-    return [SUBS, burst, Math.round(median(single ?? [NaN])), spreadCell(single ?? []), Math.round(median(cluster ?? [NaN])), spreadCell(cluster ?? []),
-      ...ratioCells(single, cluster), cpu(SINGLE), cpu(CLUSTER)]
-  })
+    for (const peer of PEERS) {
+      const own = frames.get(key(peer))
+      const point = points.get(key(peer))
+      if (own === undefined || point === undefined) continue
+      // Every client holds the topic: an event is SUBS frames.
+      const events = median(own) / SUBS
+      rows.push([peer, SUBS, burst, Math.round(median(own)), spreadCell(own), Math.round(events), ...(peer === SINGLE ? ['', ''] : ratioCells(frames.get(key(SINGLE)), own)),
+        point.cpuPerFrame.toFixed(2), point.broker?.toFixed(0) ?? '-', point.broker === undefined ? '-' : (point.broker * 1e4 / events).toFixed(0)])
+    }
+  }
   return {
     title: `Cluster: fan-out, one topic, every client subscribed (${SIZE} B; two instances, ${SINGLE} on the single node against ${CLUSTER}; ${sampled})`,
-    notes: ['Frames/s counted at the clients; server µs/frame is the two instances\' CPU per frame received. Spread: (max - min) / median of the rounds, percent.'],
-    columns: ['subs', 'burst', 'single frames/s', 'spread %', 'cluster frames/s', 'spread %', 'cluster / single', 'spread %', 'single server µs/frame', 'cluster server µs/frame'],
+    notes: ['Frames/s counted at the clients, events/s = frames/s / subscribers; server µs/frame is the two instances\' CPU per frame received; broker CPU adds up the node, or the cluster\'s three, ' +
+      'and broker µs/event is that CPU per event published (each lands in both instance queues, and on the cluster in their replicas). Spread: (max - min) / median of the rounds, percent; the ratio is the cluster\'s frames/s over the single node\'s, round by round.', rest],
+    columns: ['peer', 'subs', 'burst', 'frames/s', 'spread %', 'events/s', 'cluster / single', 'spread %', 'server µs/frame', 'broker CPU %', 'broker µs/event'],
     rows
   }
 }
 
-function latencyTable (points: Point[], sampled: string, note: string): Table {
+function latencyTable (points: Point[], sampled: string, notes: string[]): Table {
   const rows: Cell[][] = []
   const read = (samples: RatePoint[] | undefined, value: (s: RatePoint) => number | undefined): number[] | undefined =>
     samples?.map((s) => value(s) ?? NaN)
@@ -157,14 +177,17 @@ function latencyTable (points: Point[], sampled: string, note: string): Table {
       const versus = (value: (s: RatePoint) => number): Cell[] => peer === SINGLE ? ['', ''] : ratioCells(read(rounds.get(SINGLE), value), read(samples, value))
       rows.push([peer, subs, rate, cell((s) => s.framesPerSec, (v) => String(Math.round(v))), cell((s) => s.summary.p50, ms), cell((s) => s.summary.p99, ms),
         cell((s) => s.summary.p999, ms), cell((s) => s.summary.max, ms), ...versus((s) => s.summary.p50), ...versus((s) => s.summary.p99),
-        cell((s) => s.server, (v) => v.toFixed(1)), cell((s) => s.broker, (v) => v.toFixed(1)), cell((s) => s.generator, (v) => v.toFixed(1))])
+        cell((s) => s.server, (v) => v.toFixed(1)), cell((s) => s.broker, (v) => v.toFixed(1)),
+        // Percent of a core over events/s: µs of broker CPU per event (for every instance queue it lands in, and its replicas).
+        cell((s) => s.broker === undefined ? undefined : s.broker * 1e4 / rate, (v) => v.toFixed(0)), cell((s) => s.generator, (v) => v.toFixed(1))])
     }
   }
   return {
     title: `Cluster: latency at fixed rates, publish to receipt (open loop, ${SIZE} B; ${sampled}; CPU in % of one core)`,
-    notes: [note, 'Broker CPU: the node the peer uses, or the three nodes of the cluster added up. The ratios are the cluster\'s percentile over the single node\'s, round by round (median, spread %).'],
+    notes: [...notes, 'Broker CPU: the node the peer uses, or the three nodes of the cluster added up; broker µs/event is that CPU per event published (each lands in both instances\' queues, and on the cluster in their replicas). ' +
+      'The ratios are the cluster\'s percentile over the single node\'s, round by round (median, spread %).'],
     columns: ['peer', 'subs', 'events/s', 'frames/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p50 cluster / single', 'spread %', 'p99 cluster / single', 'spread %',
-      'server CPU %', 'broker CPU %', 'generator CPU %'],
+      'server CPU %', 'broker CPU %', 'broker µs/event', 'generator CPU %'],
     rows
   }
 }

@@ -17,7 +17,8 @@ export const ackEvery = (window: number): number => Math.max(1, Math.floor(windo
 /** What each point measured, by peer/subs/burst/size (fanoutKey): frames/s of each round, and medians of the rest. */
 export interface Measured {
   frames: Map<string, number[]>
-  points: Map<string, { server: number, generator: number, cpuPerFrame: number }>
+  /** `broker`: undefined when a reading was missing (a peer without RabbitMQ reads the machine's node all the same). */
+  points: Map<string, { server: number, generator: number, cpuPerFrame: number, broker: number | undefined }>
 }
 
 /**
@@ -52,7 +53,8 @@ export async function measureSubs (context: Context, subs: number, deployments: 
       const framesPerSec = rounds.map((r) => r.framesPerSec)
       const cpuPerFrame = median(rounds.map((r) => r.cpuPerFrame))
       frames.set(key, framesPerSec)
-      points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)) })
+      const broker = rounds.some((r) => r.broker === undefined) ? undefined : median(rounds.map((r) => r.broker!))
+      points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)), broker })
       rows.push([name, subs, burst, size, Math.round(median(framesPerSec)), spreadCell(framesPerSec), cpuPerFrame.toFixed(2)])
     }
   }
