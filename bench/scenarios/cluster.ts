@@ -10,9 +10,10 @@
 // costs in CPU and latency, not what three machines would give.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { connect } from 'amqplib'
-import { brokerCpu, brokerCpuBetween, nodeProcesses } from '../lib/broker-cpu.js'
+import { brokerCpu, brokerCpuBetween } from '../lib/broker-cpu.js'
 import { AMQP_URL, CLUSTER_URLS, portOf } from '../lib/config.js'
 import { withPeers } from '../lib/deploy.js'
+import { Disturbances } from '../lib/disturbances.js'
 import { bindRate, type BindRate } from '../lib/bind-rate.js'
 import { ingest, INGEST_WINDOW, type Ingest, type IngestTarget } from '../lib/ingest.js'
 import { fanoutKey, type Cell, type Context, type ScenarioResult, type Table } from '../lib/results.js'
@@ -72,33 +73,40 @@ async function requireCluster (): Promise<void> {
   }
 }
 
-/**
- * Runs `body`, and adds to `table` a note when a node (of the cluster, or the
- * single one) restarted meanwhile: the cluster is shared with fault tests
- * that stop and start its nodes, and such a part measured a failover.
- */
-async function watched (body: () => Promise<Table>): Promise<Table> {
-  const ports = [AMQP_URL, ...CLUSTER_URLS].map(portOf)
-  const before = nodeProcesses(ports)
-  const table = await body()
-  const after = nodeProcesses(ports)
-  if (after === before) return table
-  return { ...table, notes: [...table.notes ?? [], `A RabbitMQ node restarted while these rows were measured (node processes ${before} before, ${after} after): they include a failover, and are disturbed.`] }
-}
+/** Measuring again: the first attempt, and at most this many more. */
+const ATTEMPTS = 3
 
-/** One round on `nodes`, measured again (at most twice more) when one of them restarted meanwhile. */
-async function undisturbed<T> (nodes: string[], measure: () => Promise<T>): Promise<T> {
-  const ports = nodes.map(portOf)
+interface Attempted<T> { result: T, disturbed: string[] }
+
+/**
+ * Runs `measure`, again (ATTEMPTS in all) while something disturbed the
+ * nodes meanwhile: an alarm set off by a test on the shared node, a cluster
+ * node stopped by a fault test (bench/lib/disturbances.ts). A measurement
+ * that fails while disturbed is tried again too. The last attempt's result
+ * stands, with what disturbed it.
+ */
+async function undisturbed<T> (watch: Disturbances, what: string, measure: () => Promise<T>): Promise<Attempted<T>> {
   for (let attempt = 1; ; attempt++) {
-    const before = nodeProcesses(ports)
-    // A node stopped under the client closes its connection: that round is measured again too.
-    const result = await measure().catch((error: unknown) => {
-      if (attempt === 3) throw error
-      return undefined
-    })
-    if (result !== undefined && (attempt === 3 || nodeProcesses(ports) === before)) return result
+    const mark = watch.mark()
+    let result: T
+    try {
+      result = await measure()
+    } catch (error) {
+      if (attempt === ATTEMPTS || watch.since(mark).length === 0) throw error
+      continue
+    }
+    const disturbed = watch.since(mark)
+    if (disturbed.length === 0 || attempt === ATTEMPTS) return { result, disturbed }
+    console.error(`cluster: ${what} was disturbed (${disturbed.join('; ')}); measuring it again`)
   }
 }
+
+/** The note a table gets when its last attempt was disturbed all the same. */
+const disturbedNote = (disturbed: string[]): string[] => disturbed.length === 0
+  ? []
+  : [`Disturbed ${ATTEMPTS} times in a row; these rows include: ${disturbed.join('; ')}.`]
+
+const withNotes = (table: Table, notes: string[]): Table => ({ ...table, notes: [...table.notes ?? [], ...notes] })
 
 /** The nodes' CPU with nothing of the bench running, percent of one core over `seconds`: what the per-event figures include at low rates. */
 async function atRest (urls: string[], seconds: number): Promise<string> {
@@ -111,26 +119,47 @@ async function atRest (urls: string[], seconds: number): Promise<string> {
 
 export async function cluster (context: Context): Promise<ScenarioResult> {
   await requireCluster()
+  const watch = new Disturbances([AMQP_URL, ...CLUSTER_URLS])
+  try {
+    return await measureAll(context, watch)
+  } finally {
+    await watch.close()
+  }
+}
+
+async function measureAll (context: Context, watch: Disturbances): Promise<ScenarioResult> {
   const { args } = context
   const sampled = `${mediansOf(args.rounds)}, single node and cluster in turn`
   const scale = args.quick ? 0.5 : 1
   const rest = `At rest, before the run (nothing of the bench running, ${2 * scale} s each), the single node used ${await atRest([AMQP_URL], 2 * scale)}% of a core ` +
     `(other tests share it) and the cluster's three nodes ${await atRest(CLUSTER_URLS, 2 * scale)}%: at low event rates that is most of the broker µs/event.`
-  const fanout = await watched(async () => {
+  const fanout = await undisturbed(watch, 'fan-out', async () => {
     const measured: Measured = { frames: new Map(), points: new Map() }
     await withPeers(PEERS, {}, (deployments) => measureSubs(context, SUBS, deployments, measured, [], BURSTS.map((burst) => ({ size: SIZE, burst }))))
     return fanoutTable(measured, sampled, rest)
   })
-  const latency = await watched(async () => {
+  const latency = await undisturbed(watch, 'latency', async () => {
     const { points, skipped } = await withPeers(PEERS, {}, (deployments) => measureRates(context, deployments, RATES))
     return latencyTable(points, sampled, [generatorNote(skipped), rest])
   })
-  const ingested = await watched(async () => ingestTable(await interleaved(TARGETS, args.rounds, (t) => t.label,
-    (t) => undisturbed(t.nodes, () => ingest(t, INGEST.warmup * scale, INGEST.seconds * scale))), args.rounds))
+  // Rounds of their own, each a few seconds: one disturbed round is measured again, not the whole table.
+  const rounds = async <I extends { label: string }, T>(items: I[], measure: (item: I) => Promise<T>): Promise<{ samples: Map<string, T[]>, notes: string[] }> => {
+    const attempted = await interleaved(items, args.rounds, (item) => item.label, (item) => undisturbed(watch, item.label, () => measure(item)))
+    const samples = new Map([...attempted].map(([label, list]) => [label, list.map((a) => a.result)]))
+    return { samples, notes: disturbedNote([...attempted.values()].flat().flatMap((a) => a.disturbed)) }
+  }
+  const ingested = await rounds(TARGETS, (t) => ingest(t, INGEST.warmup * scale, INGEST.seconds * scale))
   const count = Math.round(BINDINGS * scale)
-  const bound = await watched(async () => bindTable(await interleaved(BIND_TARGETS, args.rounds, (t) => t.label,
-    (t) => undisturbed(t.nodes, () => bindRate(t, count))), count, args.rounds))
-  return { tables: [fanout, latency, ingested, bound], targets: [] }
+  const bound = await rounds(BIND_TARGETS, (t) => bindRate(t, count))
+  return {
+    tables: [
+      withNotes(fanout.result, disturbedNote(fanout.disturbed)),
+      withNotes(latency.result, disturbedNote(latency.disturbed)),
+      withNotes(ingestTable(ingested.samples, args.rounds), ingested.notes),
+      withNotes(bindTable(bound.samples, count, args.rounds), bound.notes)
+    ],
+    targets: []
+  }
 }
 
 /** Round by round, cluster / single of `read`, as a median and its spread. */
