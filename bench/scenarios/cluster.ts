@@ -73,7 +73,7 @@ async function requireCluster (): Promise<void> {
   }
 }
 
-/** Measuring again: the first attempt, and at most this many more. */
+/** Attempts at one measurement, the first included. */
 const ATTEMPTS = 3
 
 interface Attempted<T> { result: T, disturbed: string[] }
@@ -104,7 +104,7 @@ async function undisturbed<T> (watch: Disturbances, what: string, measure: () =>
 /** The note a table gets when its last attempt was disturbed all the same. */
 const disturbedNote = (disturbed: string[]): string[] => disturbed.length === 0
   ? []
-  : [`Disturbed ${ATTEMPTS} times in a row; these rows include: ${disturbed.join('; ')}.`]
+  : [`The last of ${ATTEMPTS} attempts was disturbed too; these rows include: ${disturbed.join('; ')}.`]
 
 const withNotes = (table: Table, notes: string[]): Table => ({ ...table, notes: [...table.notes ?? [], ...notes] })
 
