@@ -59,7 +59,7 @@ export async function buildExample (options: ExampleOptions): Promise<Example> {
     ...options.eventSocket,
     jwt: { secret: options.jwtSecret },
     // A list of node URLs is passed as it is: broker.url takes lists for a cluster (issue 12), its type catches up in lib/.
-    broker: { url: options.amqpUrl as string | undefined, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
+    broker: { url: options.amqpUrl, ...(options.amqpExchange === undefined ? {} : { exchange: options.amqpExchange }) },
     authorize
   })
 

@@ -1,3 +1,5 @@
+import { SharedFrames } from './framers.js'
+
 // Streams with frames to write, flushed together once this turn of the event
 // loop is over. setImmediate, not nextTick: events published across awaits in
 // the same turn (a route handler's publishes) still leave in one write per socket.
@@ -10,6 +12,8 @@ export interface Flushable {
 
 export class FlushQueue {
   #due: Flushable[] = []
+  /** The frames the streams of this turn share; forgotten once they are written. */
+  readonly frames = new SharedFrames()
   /** Told when a flush of every due stream is over (metrics time deliveries to it). */
   readonly #flushed: (() => void) | undefined
 
@@ -41,6 +45,7 @@ export class FlushQueue {
         stream.flushFailed(err)
       }
     }
+    this.frames.clear()
     this.#flushed?.()
   }
 }

@@ -14,9 +14,36 @@ export interface Framer {
   write (entries: readonly OutboxEntry[], seq: number): number
 }
 
-export function framerFor (socket: WebSocket, format: Format): Framer {
+/**
+ * Whole frames of this turn's events, shared by the sockets they go to. Sockets
+ * that subscribed together number their events alike, so in a fan-out of one
+ * event most of them get the same frame, down to its `seq`: it is built once
+ * and the same buffer is written to each, as a bare `ws` server writes one
+ * pre-framed buffer. Kept for one turn (FlushQueue clears it), so that it
+ * never outlives the writes it serves.
+ */
+export class SharedFrames {
+  readonly #frames = new Map<OutboundEvent, { format: Format, seq: number, frame: Buffer }>()
+
+  /** `event`'s frame with `seq` in `format`: the one built for an earlier socket of this turn, or a new one (then kept in its place). */
+  frame (event: OutboundEvent, format: Format, seq: number): Buffer {
+    const kept = this.#frames.get(event)
+    if (kept !== undefined && kept.seq === seq && kept.format === format) return kept.frame
+    const payloadLength = event.payloadLength(format, seq)
+    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
+    writeEventFrame(frame, 0, event, format, seq)
+    this.#frames.set(event, { format, seq, frame })
+    return frame
+  }
+
+  clear (): void {
+    this.#frames.clear()
+  }
+}
+
+export function framerFor (socket: WebSocket, format: Format, shared: SharedFrames): Framer {
   const tcp = socket.extensions === '' ? tcpOf(socket) : undefined
-  return tcp === undefined ? new SendFramer(socket, format) : new DirectFramer(tcp, format)
+  return tcp === undefined ? new SendFramer(socket, format) : new DirectFramer(tcp, format, shared)
 }
 
 interface TcpSocket {
@@ -35,15 +62,23 @@ class DirectFramer implements Framer {
   readonly #tcp: TcpSocket
   readonly #format: Format
   readonly #binary: boolean
+  readonly #shared: SharedFrames
 
-  constructor (tcp: TcpSocket, format: Format) {
+  constructor (tcp: TcpSocket, format: Format, shared: SharedFrames) {
     this.#tcp = tcp
     this.#format = format
     this.#binary = format === 'msgpack'
+    this.#shared = shared
   }
 
   write (entries: readonly OutboxEntry[], first: number): number {
     const format = this.#format
+    // One event this turn, the common case: its frame may be another socket's already.
+    const only = entries.length === 1 ? entries[0] : undefined
+    if (only instanceof OutboundEvent) {
+      this.#tcp.write(this.#shared.frame(only, format, first))
+      return 1
+    }
     let length = 0
     let seq = first
     for (const entry of entries) {

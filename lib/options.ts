@@ -255,8 +255,12 @@ export function resolveOptions (options: EventSocketOptions): ResolvedOptions {
 const MiB = 1024 * 1024
 
 function resolveBroker (broker: BrokerOptions | undefined): ResolvedBrokerOptions {
-  const nodes = Array.isArray(broker?.url) ? broker.url.length : 1
-  return { ...brokerDefaults, queueType: nodes > 1 ? 'quorum' : 'classic', ...broker }
+  const url = broker?.url
+  const nodes = Array.isArray(url) ? url.length : 1
+  const resolved: ResolvedBrokerOptions = { ...brokerDefaults, queueType: nodes > 1 ? 'quorum' : 'classic', ...broker }
+  // A copy: the app's array may change after register, the instance's nodes do not.
+  if (Array.isArray(url)) resolved.url = Object.freeze([...url])
+  return resolved
 }
 
 /** What a refused URL was, without echoing a password. */

@@ -56,7 +56,7 @@ export class OutboundStream {
     this.#limits = limits
     this.#host = host
     this.#fault = fault
-    this.#framer = framerFor(socket, format)
+    this.#framer = framerFor(socket, format, host.flushes.frames)
     if (limits.history !== undefined) this.#offsets = new Float64Array(limits.window)
   }
 

@@ -7,10 +7,15 @@ import type { Bus } from './bus/types.js'
 // hold each pattern, and the bind and unbind calls to the bus that follow.
 // The bus only remembers what it must to bind again after a reconnect.
 
-/** A subscriber's entry in the index, with the patterns it holds. */
+/**
+ * A subscriber's entry in the index, with the patterns it holds: an array,
+ * not a Set, because most connections hold one or two patterns and a Set's
+ * hash table costs about 300 bytes per connection; `maxSubscriptions` bounds
+ * the linear searches.
+ */
 interface Holding<S> {
   readonly subscriber: S
-  readonly patterns: Set<string>
+  readonly patterns: string[]
 }
 
 export class Subscriptions<S> {
@@ -41,11 +46,11 @@ export class Subscriptions<S> {
   }
 
   has (subscriber: S, pattern: string): boolean {
-    return this.#holdings.get(subscriber)?.patterns.has(pattern) === true
+    return this.#holdings.get(subscriber)?.patterns.includes(pattern) === true
   }
 
   countOf (subscriber: S): number {
-    return this.#holdings.get(subscriber)?.patterns.size ?? 0
+    return this.#holdings.get(subscriber)?.patterns.length ?? 0
   }
 
   /** A copy: the caller may remove while it walks them. */
@@ -61,11 +66,14 @@ export class Subscriptions<S> {
   async add (subscriber: S, pattern: string): Promise<void> {
     let holding = this.#holdings.get(subscriber)
     if (holding === undefined) {
-      holding = { subscriber, patterns: new Set() }
+      // Sized for the one pattern: pushed into an empty array, it would get room for 17.
+      holding = { subscriber, patterns: [pattern] }
       this.#holdings.set(subscriber, holding)
+    } else if (holding.patterns.includes(pattern)) {
+      return
+    } else {
+      holding.patterns.push(pattern)
     }
-    if (holding.patterns.has(pattern)) return
-    holding.patterns.add(pattern)
     this.#count++
     const first = this.#index.add(pattern, holding)
     try {
@@ -79,9 +87,11 @@ export class Subscriptions<S> {
   /** Returns whether `subscriber` held `pattern`; its last holder unbinds it. */
   remove (subscriber: S, pattern: string): boolean {
     const holding = this.#holdings.get(subscriber)
-    if (holding?.patterns.delete(pattern) !== true) return false
+    const at = holding?.patterns.indexOf(pattern) ?? -1
+    if (holding === undefined || at === -1) return false
+    holding.patterns.splice(at, 1)
     this.#count--
-    if (holding.patterns.size === 0) this.#holdings.delete(subscriber)
+    if (holding.patterns.length === 0) this.#holdings.delete(subscriber)
     if (this.#index.remove(pattern, holding)) {
       this.#enqueue(pattern, () => this.#bus.unbind(pattern)).catch((err: unknown) => {
         this.#log.warn({ err, pattern }, 'event socket could not unbind a pattern')

@@ -4,7 +4,7 @@ import { connectTarget, NodeRotation } from '../lib/bus/amqp-nodes.js'
 import { vhostOf } from '../lib/bus/amqp-session.js'
 import { resolveOptions } from '../lib/options.js'
 import { startAmqpProxy, type AmqpProxy } from './helpers/amqp-proxy.js'
-import { brokerOptions, brokerUrl, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus } from './helpers/broker.js'
+import { brokerOptions, brokerUrl, busMessage, privateVhost, rabbitmqctl, requireBroker, startBus, withChannel } from './helpers/broker.js'
 import { waitFor } from './helpers/wait.js'
 
 // `broker.url` as a list of a cluster's nodes: each connection starts at its
@@ -55,6 +55,10 @@ t.test('broker.url as a list: validated, and the instance queue is quorum by def
   t.equal(resolveOptions({ broker: { url: nodes[0] } }).broker.queueType, 'classic', 'one URL: classic')
   t.equal(resolveOptions({ broker: { url: nodes, queueType: 'classic' } }).broker.queueType, 'classic', 'an explicit choice wins')
   t.equal(resolveOptions({ broker: { url: nodes[0], queueType: 'quorum' } }).broker.queueType, 'quorum')
+  const given = [...nodes]
+  const resolved = resolveOptions({ broker: { url: given } }).broker
+  given.push('amqp://127.0.0.1:5683')
+  t.same(resolved.url, nodes, 'the nodes are copied at register: a later change to the array does not reach the instance')
   const refused = (broker: unknown, message: RegExp): void => {
     t.throws(() => resolveOptions({ broker } as never), { code: 'FST_EVSOCK_BAD_OPTION', message }, String(message))
   }
@@ -106,6 +110,9 @@ t.test('nodes on the real broker', async (t) => {
     t.match(row, /x-max-length/)
     t.match(row, /drop-head/)
     t.match(row, /x-expires/)
+    await bus.close()
+    const name = (row as string).split('\t')[0] as string
+    await t.rejects(withChannel(brokerUrl, (channel) => channel.checkQueue(name)), /404/, 'close deleted the quorum queue too')
   })
 
   t.test('no node answers: start fails naming every node, without passwords', async (t) => {

@@ -51,6 +51,25 @@ t.test('the checker passes a complete record and names the first missing, duplic
   t.match(deliveryReport(pattern, published, [...complete, { p: 2, n: 0, topic: 'orders.1.paid' }]), /publisher 2: 0 expected, 1 received: 1 unexpected/, 'an event of no known publisher')
 })
 
+t.test('the checker reports only the kinds asked for, and takes the events of rejected publishes as neither missing nor unexpected', async (t) => {
+  const published = records(30)
+  const pattern = 'orders.#'
+  const complete = gotAll(pattern, published)
+  const swapped = [...complete]
+  ;[swapped[2], swapped[4]] = [swapped[4] as Got, swapped[2] as Got]
+  t.equal(deliveryReport(pattern, published, swapped, { only: ['missing', 'duplicate', 'unexpected'] }), '', 'an order problem, left out')
+  t.match(deliveryReport(pattern, published, swapped, { only: ['order'] }), /out of order/, 'and reported alone')
+
+  // Publisher 0's events 4 and 5 rejected: out of its record, yet one of them was routed and arrived.
+  const rejected = [4, 5].map((n) => ({ p: 0, n, topic: published[0]?.[n]?.topic as string }))
+  const resolved = published.map((record, p) => record.filter((event) => p !== 0 || !rejected.some((maybe) => maybe.n === event.n)))
+  const oneArrived = complete.filter((event) => !(event.p === 0 && event.n === 5))
+  t.match(deliveryReport(pattern, resolved, oneArrived), /1 unexpected .*first n=4/, 'unexpected unless declared as maybe')
+  t.equal(deliveryReport(pattern, resolved, oneArrived, { maybe: rejected }), '', 'a maybe that arrived and one that did not: no problem')
+  t.match(deliveryReport(pattern, resolved, [...oneArrived, { p: 0, n: 4, topic: rejected[0]?.topic as string }], { maybe: rejected }), /1 duplicate\(s\); first duplicate n=4/, 'a maybe that arrived twice is a duplicate')
+  t.match(deliveryReport(pattern, resolved, [...oneArrived, { p: 0, n: 6, topic: 'stock.x' }], { maybe: [...rejected, { p: 0, n: 6, topic: 'stock.x' }] }), /1 unexpected .*first n=6/, 'a maybe the pattern does not match is still unexpected')
+})
+
 t.test('the proxy carries a socket, cuts every one (the client sees 1006), and sends new ones to the new upstream', async (t) => {
   const [first, second] = await Promise.all([startServer(t), startServer(t)])
   const proxy = await startTcpProxy(t, first.port)

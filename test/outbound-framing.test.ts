@@ -1,5 +1,8 @@
 import t from 'tap'
 import type { WebSocket } from 'ws'
+import type { BusMessage } from '../lib/bus/types.js'
+import { OutboundEvent } from '../lib/codec.js'
+import { framerFor, SharedFrames } from '../lib/framers.js'
 import { openClient, startServer } from './helpers/server.js'
 
 // With permessage-deflate, ws frames what it is given: an event must reach
@@ -36,4 +39,47 @@ t.test('without compression, events are still written as whole frames', async (t
   await server.app.publish('c.x', { n: 1 })
   await client.next(() => client.events().length === 1)
   t.same(client.events()[0]?.data, { n: 1 })
+})
+
+// A fan-out of one event builds its frame once for the sockets that number it
+// alike (lib/framers.ts, SharedFrames): the same buffer goes to each of them,
+// and a socket whose seq or format differs gets a frame of its own.
+
+/** A socket without compression whose TCP writes are recorded. */
+function recordingSocket (): { ws: WebSocket, written: Buffer[] } {
+  const written: Buffer[] = []
+  const ws = { extensions: '', _socket: { write: (chunk: Buffer) => { written.push(chunk); return true } } } as unknown as WebSocket
+  return { ws, written }
+}
+
+/** The JSON message of a whole unmasked text frame with a short payload. */
+function message (frame: Buffer): { op: string, seq: number, data: unknown } {
+  t.equal(frame[0], 0x81, 'a final text frame')
+  return JSON.parse(frame.subarray(2, 2 + (frame[1] as number)).toString())
+}
+
+t.test('one event to sockets that number it alike is framed once; another seq or format gets its own frame', async (t) => {
+  const shared = new SharedFrames()
+  const sockets = Array.from({ length: 4 }, recordingSocket)
+  const framers = sockets.map(({ ws }, i) => framerFor(ws, i === 3 ? 'msgpack' : 'json', shared))
+  const event = new OutboundEvent({ topic: 'c.x', id: 'e1', payload: Buffer.from('{"n":1}'), time: 0 } as BusMessage)
+  t.ok(event.encodes('json') && event.encodes('msgpack'))
+  for (const [i, framer] of framers.entries()) t.equal(framer.write([event], i === 2 ? 8 : 5), 1)
+  const [a, b, c, d] = sockets.map(({ written }) => written[0] as Buffer)
+  t.equal(a, b, 'the two sockets at seq 5 were written the same buffer')
+  t.same(message(a!), { op: 'event', seq: 5, topic: 'c.x', id: 'e1', data: { n: 1 } })
+  t.not(c, a, 'the socket at seq 8 got a frame of its own')
+  t.equal(message(c!).seq, 8)
+  t.not(d, a, 'the msgpack socket got a frame of its own')
+  t.equal(d![0], 0x82, 'a binary frame')
+
+  shared.clear()
+  const again = recordingSocket()
+  framerFor(again.ws, 'json', shared).write([event], 5)
+  t.not(again.written[0], a, 'after the turn, the frame is built anew: the shared one is not kept')
+  t.same(again.written[0], a, 'with the same bytes')
+
+  const batch = recordingSocket()
+  framerFor(batch.ws, 'json', shared).write([event, event], 5)
+  t.equal(batch.written.length, 1, 'two events of one turn still leave in one write')
 })

@@ -2,7 +2,7 @@ import { execFile, execFileSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { connect as tcpConnect } from 'node:net'
 import { promisify } from 'node:util'
-import { connect, type Channel } from 'amqplib'
+import { connect, type Channel, type ChannelModel } from 'amqplib'
 import Fastify, { type FastifyBaseLogger } from 'fastify'
 import type { Test } from 'tap'
 import { createAmqpBus } from '../../lib/bus/amqp.js'
@@ -66,8 +66,10 @@ export function brokerOptions (t: Test, overrides: Partial<ResolvedBrokerOptions
     reconnectMaxDelayMs: 500,
     ...overrides
   }
-  // A list of nodes may start with a dead one: the exchange is deleted through the broker the tests run on.
-  t.teardown(() => withChannel(typeof options.url === 'string' ? options.url : brokerUrl, (channel) => channel.deleteExchange(options.exchange)))
+  // A list of nodes may start with a dead one, or a fault test may just have stopped one: the first that answers
+  // deletes it; the machine's broker, last, when none does (a list of dead nodes never made the exchange).
+  const nodes = typeof options.url === 'string' ? [options.url] : [...(options.url ?? []), brokerUrl]
+  t.teardown(() => withAnyNode(nodes, (channel) => channel.deleteExchange(options.exchange)))
   return options
 }
 
@@ -78,7 +80,10 @@ export function unreachableOptions (overrides: Partial<ResolvedBrokerOptions> = 
 
 /** Runs `use` on a short-lived channel of its own connection. */
 export async function withChannel<T> (url: string, use: (channel: Channel) => Promise<T>): Promise<T> {
-  const connection = await connect(url)
+  return await useChannel(await connect(url), use)
+}
+
+async function useChannel<T> (connection: ChannelModel, use: (channel: Channel) => Promise<T>): Promise<T> {
   try {
     const channel = await connection.createChannel()
     // A refused operation rejects its promise and also emits 'error'; the promise is what callers assert on.
@@ -87,6 +92,38 @@ export async function withChannel<T> (url: string, use: (channel: Channel) => Pr
   } finally {
     await connection.close()
   }
+}
+
+/**
+ * `withChannel` on the first of `url`'s nodes that takes a connection (a
+ * cluster's objects are everyone's: any live node will do); rejects, naming
+ * every node, when none does.
+ */
+export async function withAnyNode<T> (url: string | readonly string[], use: (channel: Channel) => Promise<T>): Promise<T> {
+  const errors: string[] = []
+  for (const node of typeof url === 'string' ? [url] : url) {
+    let connection: ChannelModel
+    try {
+      connection = await connect(node, { timeout: 5000 })
+    } catch (error) {
+      errors.push(`${redact(node)}: ${(error as Error).message}`)
+      continue
+    }
+    return await useChannel(connection, use)
+  }
+  throw new Error(`no node took a connection: ${errors.join('; ')}`)
+}
+
+/**
+ * Where a test's queues and bindings live, for the helpers that list or clean
+ * them up: the machine's broker (5672) unless a test says otherwise (the
+ * cluster, test/helpers/cluster.ts).
+ */
+export interface BrokerSite {
+  /** What the instances get as `broker.url`, and where clean-ups connect (the first node that answers). */
+  url: string | readonly string[]
+  /** `rabbitmqctl -q` against that broker. */
+  ctl: (...args: string[]) => Promise<string>
 }
 
 export interface LogEntry { level: number, msg: string, [key: string]: unknown }
@@ -119,6 +156,9 @@ export async function rabbitmqctl (...args: string[]): Promise<string> {
   return stdout
 }
 
+/** The machine's broker, which most tests run on. */
+export const machineBroker: BrokerSite = { url: brokerUrl, ctl: rabbitmqctl }
+
 /** The in-process bus and RabbitMQ, for tests that must hold on both. */
 export interface BusCase {
   name: string
@@ -134,8 +174,8 @@ export const busCases: BusCase[] = [
 export interface Binding { queue: string, key: string }
 
 /** The broker's bindings whose source is `exchange` (rabbitmqctl takes ~0.3-1 s: call it sparingly). */
-export async function bindingsOf (exchange: string): Promise<Binding[]> {
-  const out = await rabbitmqctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
+export async function bindingsOf (exchange: string, site: BrokerSite = machineBroker): Promise<Binding[]> {
+  const out = await site.ctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
   const found: Binding[] = []
   for (const line of out.split('\n')) {
     const [source, queue, key] = line.split('\t')

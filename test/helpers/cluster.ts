@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
-import { probe, redact, unavailable } from './broker.js'
+import { probe, redact, unavailable, withAnyNode, withChannel, type BrokerSite } from './broker.js'
 
 // The local three-node cluster of scripts/rabbitmq-cluster.sh (issue 12), for
 // the tests that run on a cluster: its URLs, a guard that skips or fails like
@@ -42,6 +43,28 @@ export async function requireCluster (t: Test, urls = clusterUrls): Promise<bool
   return unavailable(t, `RABBITMQ CLUSTER NOT REACHABLE: ${down.join(', ')}; start it with \`npm run cluster start\``, 'skipping cluster tests')
 }
 
+/** The script's `status`: exit code 0 and the three nodes when all run. */
+export async function scriptStatus (): Promise<{ code: number, stdout: string }> {
+  try {
+    const { stdout } = await run('bash', [clusterScript, 'status'], { timeout: 30_000 })
+    return { code: 0, stdout }
+  } catch (error) {
+    const { code, stdout } = error as { code: number, stdout: string }
+    return { code, stdout }
+  }
+}
+
+/** Declares a quorum queue or stream through node N (which then leads it), deleted, through any node up, when the test ends. */
+export async function declareReplicated (t: Test, type: 'quorum' | 'stream', n: number): Promise<string> {
+  const name = `evsock.test.cluster.${type}.${randomUUID()}`
+  await withChannel(clusterUrls[n - 1] as string, (channel) => channel.assertQueue(name, {
+    durable: true,
+    arguments: { 'x-queue-type': type, 'x-queue-leader-locator': 'client-local' }
+  }))
+  t.teardown(() => withAnyNode(clusterUrls, (channel) => channel.deleteQueue(name)))
+  return name
+}
+
 /** Stops node N (1-3) and waits until its runtime has exited. */
 export async function stopNode (n: number): Promise<void> {
   await runScript('stop-node', n)
@@ -67,7 +90,7 @@ async function runScript (command: string, n: number): Promise<void> {
  * the listings it is used for cover the whole cluster, and a fault test may
  * have stopped any one node.
  */
-async function clusterCtl (...args: string[]): Promise<string> {
+export async function clusterCtl (...args: string[]): Promise<string> {
   const errors: string[] = []
   for (const n of nodeNumbers) {
     try {
@@ -79,6 +102,9 @@ async function clusterCtl (...args: string[]): Promise<string> {
   }
   throw new Error(`rabbitmqctl ${args.join(' ')} failed on every cluster node: ${errors.join('; ')}`)
 }
+
+/** The cluster as the place a test's queues and bindings live (test/helpers/broker.ts `BrokerSite`). */
+export const clusterSite: BrokerSite = { url: clusterUrls, ctl: clusterCtl }
 
 function failure (error: unknown): string {
   const { message, stderr, killed } = error as { message: string, stderr?: string, killed?: boolean }
@@ -106,12 +132,19 @@ export interface QueueInfo {
   online: string[]
 }
 
+/** Where each of the queues (streams included) `names` of `vhost` lives, in one call; throws when the cluster lacks one. */
+export async function queueInfos (names: readonly string[], vhost = '/'): Promise<QueueInfo[]> {
+  const queues = JSON.parse(await clusterCtl('list_queues', '-p', vhost, 'name', 'type', 'leader', 'members', 'online', '--formatter', 'json')) as QueueInfo[]
+  return names.map((name) => {
+    const queue = queues.find((candidate) => candidate.name === name)
+    if (queue === undefined) throw new Error(`no queue ${name} in vhost ${vhost} on the cluster`)
+    return queue
+  })
+}
+
 /** Where the queue (or stream) `name` of `vhost` lives; throws when the cluster has no such queue. */
 export async function queueInfo (name: string, vhost = '/'): Promise<QueueInfo> {
-  const queues = JSON.parse(await clusterCtl('list_queues', '-p', vhost, 'name', 'type', 'leader', 'members', 'online', '--formatter', 'json')) as QueueInfo[]
-  const queue = queues.find((candidate) => candidate.name === name)
-  if (queue === undefined) throw new Error(`no queue ${name} in vhost ${vhost} on the cluster`)
-  return queue
+  return (await queueInfos([name], vhost))[0] as QueueInfo
 }
 
 /** The node leading the quorum queue or stream `name`; throws for a classic queue (it has none). */
@@ -121,27 +154,50 @@ export async function queueLeader (name: string, vhost = '/'): Promise<string> {
   return leader
 }
 
+export interface NamedConnection {
+  /** Its `connection_name` client property. */
+  name: string
+  /** The node it is on. */
+  node: string
+  /** Its Erlang pid, as rabbitmqctl prints it (what `closeConnection` takes). */
+  pid: string
+}
+
 /**
- * The node holding the client connection whose `connection_name` client
- * property is `connectionName` (the plugin's are `fastify-event-socket
- * publisher <queue>` and `... consumer <queue>`), or undefined when there is
- * none. Throws when connections of that name are on several nodes.
+ * The cluster's client connections whose `connection_name` client property
+ * satisfies `wanted` (the plugin's are `fastify-event-socket publisher
+ * <queue>` and `... consumer <queue>`), with the node each is on.
  */
-export async function nodeOfConnection (connectionName: string): Promise<string | undefined> {
+export async function namedConnections (wanted: (name: string) => boolean): Promise<NamedConnection[]> {
   // The table format, not JSON: JSON prints a connection's pid without its node.
   const out = await clusterCtl('list_connections', '--no-table-headers', 'pid', 'client_properties')
-  const nodes = new Set<string>()
+  const found: NamedConnection[] = []
   for (const line of out.split('\n')) {
     const [pid, properties] = line.split('\t')
     if (pid === undefined || properties === undefined) continue
     // `{"connection_name","fastify-event-socket consumer evsock.x"}`, with Erlang's escapes.
-    const named = /\{"connection_name","((?:[^"\\]|\\.)*)"\}/.exec(properties)
-    if (named?.[1]?.replace(/\\(.)/g, '$1') !== connectionName) continue
+    const name = /\{"connection_name","((?:[^"\\]|\\.)*)"\}/.exec(properties)?.[1]?.replace(/\\(.)/g, '$1')
+    if (name === undefined || !wanted(name)) continue
     // `<rc2@localhost.1796022297.1617.0>`: the node, then three numbers (a host name may hold dots too).
     const node = /^<(.+@.+?)\.\d+\.\d+\.\d+>$/.exec(pid)?.[1]
     if (node === undefined) throw new Error(`cannot read the node of connection pid ${pid}`)
-    nodes.add(node)
+    found.push({ name, node, pid })
   }
+  return found
+}
+
+/**
+ * The node holding the client connection named `connectionName`, or
+ * undefined when there is none. Throws when connections of that name are on
+ * several nodes.
+ */
+export async function nodeOfConnection (connectionName: string): Promise<string | undefined> {
+  const nodes = new Set((await namedConnections((name) => name === connectionName)).map((connection) => connection.node))
   if (nodes.size > 1) throw new Error(`connections named ${connectionName} are on several nodes: ${[...nodes].join(', ')}`)
   return [...nodes][0]
+}
+
+/** Closes a client connection from the broker's side, as an operator would (`rabbitmqctl close_connection`). */
+export async function closeConnection (pid: string, reason: string): Promise<void> {
+  await clusterCtl('close_connection', pid, reason)
 }

@@ -43,9 +43,14 @@ function runs (numbers: number[], most = 8): string {
   return out.join(', ') + (out.length === most ? ', …' : '')
 }
 
-function checkPublisher (p: number, expected: Published[], got: Got[]): string[] {
-  const problems: string[] = []
-  const wanted = new Map(expected.map((event) => [event.n, event]))
+/** What can be wrong with a handler's record. */
+export type Problem = 'missing' | 'duplicate' | 'order' | 'unexpected'
+
+const ALL_PROBLEMS: readonly Problem[] = ['missing', 'duplicate', 'order', 'unexpected']
+
+function checkPublisher (p: number, expected: Published[], got: Got[], maybe: Got[]): Array<[Problem, string]> {
+  const problems: Array<[Problem, string]> = []
+  const wanted = new Map<number, Got>([...maybe, ...expected].map((event) => [event.n, event]))
   const seen = new Set<number>()
   let duplicate: Got | undefined
   let outOfOrder: string | undefined
@@ -61,15 +66,22 @@ function checkPublisher (p: number, expected: Published[], got: Got[]): string[]
   const duplicates = got.length - seen.size
   if (missing.length > 0) {
     const first = missing[0] as Published
-    problems.push(`${missing.length} missing (n ${runs(missing.map((event) => event.n))}); first missing n=${first.n} (${first.topic})`)
+    problems.push(['missing', `${missing.length} missing (n ${runs(missing.map((event) => event.n))}); first missing n=${first.n} (${first.topic})`])
   }
-  if (duplicate !== undefined) problems.push(`${duplicates} duplicate(s); first duplicate n=${duplicate.n} (${duplicate.topic})`)
-  if (outOfOrder !== undefined) problems.push(`out of order: first ${outOfOrder}`)
+  if (duplicate !== undefined) problems.push(['duplicate', `${duplicates} duplicate(s); first duplicate n=${duplicate.n} (${duplicate.topic})`])
+  if (outOfOrder !== undefined) problems.push(['order', `out of order: first ${outOfOrder}`])
   if (unexpected.length > 0) {
     const first = unexpected[0] as Got
-    problems.push(`${unexpected.length} unexpected (not published, or not matching); first n=${first.n} (${first.topic})`)
+    problems.push(['unexpected', `${unexpected.length} unexpected (not published, or not matching); first n=${first.n} (${first.topic})`])
   }
-  return problems.map((problem) => `publisher ${p}: ${expected.length} expected, ${got.length} received: ${problem}`)
+  return problems.map(([kind, problem]) => [kind, `publisher ${p}: ${expected.length} expected, ${got.length} received: ${problem}`])
+}
+
+export interface ReportOptions {
+  /** The kinds of problem to report (a bus that does not promise the order: all but 'order'). Default all. */
+  only?: readonly Problem[]
+  /** Events that may or may not arrive (their publish rejected, yet they may have been routed): never missing nor unexpected, still not twice. */
+  maybe?: readonly Got[]
 }
 
 /**
@@ -78,12 +90,13 @@ function checkPublisher (p: number, expected: Published[], got: Got[]): string[]
  * when it got every matching event exactly once, in order per publisher;
  * otherwise one line per problem.
  */
-export function deliveryReport (pattern: string, published: Published[][], got: Got[]): string {
+export function deliveryReport (pattern: string, published: Published[][], got: Got[], { only = ALL_PROBLEMS, maybe = [] }: ReportOptions = {}): string {
   const lines: string[] = []
   const publishers = new Set([...published.keys(), ...got.map((event) => event.p)])
   for (const p of publishers) {
     const expected = (published[p] ?? []).filter((event) => matches(pattern, event.topic))
-    lines.push(...checkPublisher(p, expected, got.filter((event) => event.p === p)))
+    const problems = checkPublisher(p, expected, got.filter((event) => event.p === p), maybe.filter((event) => event.p === p && matches(pattern, event.topic)))
+    for (const [kind, line] of problems) if (only.includes(kind)) lines.push(line)
   }
   return lines.length === 0 ? '' : `${pattern}:\n  ${lines.join('\n  ')}`
 }

@@ -46,7 +46,7 @@ export async function startScenario (t: Test, scenario: ScenarioOptions): Promis
 }
 
 /** Resolves once every client's handlers got `count` more events than now: the stream flows (again). */
-export async function flowing (scenario: Scenario, count = 100, what = 'events to flow'): Promise<void> {
+export async function flowing (scenario: Pick<Scenario, 'clients'>, count = 100, what = 'events to flow'): Promise<void> {
   const total = (client: RecordingClient): number => [...client.got.values()].reduce((sum, record) => sum + record.length, 0)
   const from = scenario.clients.map(total)
   await waitFor(() => scenario.clients.every((client, i) => total(client) >= (from[i] as number) + count), {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
 import type { EventSocketOptions } from '../../lib/index.js'
 import type { InstanceConfig } from '../fixtures/instance.js'
-import { brokerOptions, brokerUrl, rabbitmqctl, withChannel } from './broker.js'
+import { brokerOptions, brokerUrl, machineBroker, withAnyNode, withChannel, type BrokerSite } from './broker.js'
 import { runScript, type ChildRun } from './wait.js'
 
 // Instances of the app as child processes on one RabbitMQ exchange, for the
@@ -22,24 +22,31 @@ export interface Instance {
  * Plugin options for the instances of one test: its own exchange and queue
  * prefix, named by one id, with every queue holding that id (the instances'
  * queues, those of instances killed before they could delete theirs, the
- * history stream) deleted when the test ends, with the exchange.
+ * history stream) deleted when the test ends, with the exchange. On the
+ * machine's broker unless `site` says otherwise (the cluster: `broker.url`
+ * is then its node list).
  */
-export function clusterOptions (t: Test, overrides: EventSocketOptions = {}): EventSocketOptions {
+export function clusterOptions (t: Test, overrides: EventSocketOptions = {}, site: BrokerSite = machineBroker): EventSocketOptions {
   const id = randomUUID()
-  const broker = brokerOptions(t, { exchange: `evsock.test.${id}`, queuePrefix: `evsock.test.${id}` })
-  t.teardown(() => deleteQueuesNamed(id))
+  const broker = brokerOptions(t, { url: site.url, exchange: `evsock.test.${id}`, queuePrefix: `evsock.test.${id}` })
+  t.teardown(() => deleteQueuesNamed(id, site))
   return { history: true, handshakesPerMinute: 0, ...overrides, broker: { ...broker, ...overrides.broker } }
 }
 
 /** Deletes every queue (streams included) whose name contains `part`. */
-export async function deleteQueuesNamed (part: string): Promise<string[]> {
-  const names = (await rabbitmqctl('list_queues', 'name')).split('\n').map((line) => line.trim()).filter((name) => name.includes(part))
+export async function deleteQueuesNamed (part: string, site: BrokerSite = machineBroker): Promise<string[]> {
+  const names = await queuesNamed(part, site)
   if (names.length > 0) {
-    await withChannel(brokerUrl, async (channel) => {
+    await withAnyNode(site.url, async (channel) => {
       for (const name of names) await channel.deleteQueue(name)
     })
   }
   return names
+}
+
+/** The names of the queues (streams included) whose name contains `part`. */
+export async function queuesNamed (part: string, site: BrokerSite = machineBroker): Promise<string[]> {
+  return (await site.ctl('list_queues', 'name')).split('\n').map((line) => line.trim()).filter((name) => name.includes(part))
 }
 
 /** Starts an instance in a child process (killed when the test ends) and waits until it listens. */

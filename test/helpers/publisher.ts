@@ -47,9 +47,19 @@ export function defaultTopic (n: number): string {
 /** The default topic of every publisher's last event: matched by `orders.#` and `*.*.paid` alike. */
 export const SENTINEL_TOPIC = 'orders.end.paid'
 
+/** A publish that rejected: its event may still have been routed (a lost confirm), and delivered. */
+export interface Rejected {
+  p: number
+  n: number
+  topic: string
+  error: unknown
+}
+
 export interface PublisherOptions {
   /** Publishers running at once, each with its own sequence. Default 2. */
   publishers?: number
+  /** The number (`p`) of the first of them, the others following: publishers of several apps in one test keep distinct numbers. Default 0. */
+  first?: number
   /** Publishes each publisher has in flight at once (sent in order, not waiting for one another). Default 8. */
   batch?: number
   /** Pause after each batch, ms: sets the rate. Default 4. */
@@ -60,10 +70,12 @@ export interface PublisherOptions {
 }
 
 export interface Publishers {
-  /** Every publish that resolved so far, per publisher, in order. */
+  /** Every publish that resolved so far, per publisher (`published[i]` is publisher `first + i`'s), in order. */
   readonly published: Published[][]
   /** Publishes that rejected: a test that expects none asserts this is empty. */
   readonly failures: unknown[]
+  /** The same, with the event each was for. */
+  readonly rejected: Rejected[]
   /** Resolved publishes so far, all publishers together. */
   count: () => number
   /** Stops publishing, waits for what is in flight, then publishes each publisher's last events (its sentinels). */
@@ -72,11 +84,13 @@ export interface Publishers {
 
 /** Starts publishing through `app` at once; stopped when the test ends, if the test did not. */
 export function startPublishers (t: { teardown: (fn: () => Promise<void>) => void }, app: FastifyInstance, options: PublisherOptions = {}): Publishers {
-  const { publishers = 2, batch = 8, pauseMs = 4, topic = defaultTopic, sentinels = [SENTINEL_TOPIC] } = options
+  const { publishers = 2, first = 0, batch = 8, pauseMs = 4, topic = defaultTopic, sentinels = [SENTINEL_TOPIC] } = options
   const published: Published[][] = Array.from({ length: publishers }, () => [])
   const failures: unknown[] = []
+  const rejected: Rejected[] = []
   const stopping = new AbortController()
-  const loops = published.map(async (record, p) => {
+  const loops = published.map(async (record, i) => {
+    const p = first + i
     let n = 0
     while (!stopping.signal.aborted) {
       const inFlight = Array.from({ length: batch }, () => {
@@ -84,6 +98,7 @@ export function startPublishers (t: { teardown: (fn: () => Promise<void>) => voi
         const eventTopic = topic(stamp.n, p)
         return app.publish(eventTopic, stamp).then(({ id }) => ({ p, n: stamp.n, topic: eventTopic, id }), (error: unknown) => {
           failures.push(error)
+          rejected.push({ p, n: stamp.n, topic: eventTopic, error })
           return undefined
         })
       })
@@ -103,5 +118,5 @@ export function startPublishers (t: { teardown: (fn: () => Promise<void>) => voi
     return stopped
   }
   t.teardown(async () => { await stop().catch(() => {}) })
-  return { published, failures, count: () => published.reduce((sum, record) => sum + record.length, 0), stop }
+  return { published, failures, rejected, count: () => published.reduce((sum, record) => sum + record.length, 0), stop }
 }

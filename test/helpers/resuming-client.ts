@@ -1,7 +1,7 @@
 import type { Test } from 'tap'
 import WebSocket from 'ws'
 import { connect, type EventSocketClient, type EventSocketClientError, type Format, type ReceivedEvent, type ResumeResult } from '../../lib/client/index.js'
-import { deliveryReport, type Got } from './delivery-check.js'
+import { deliveryReport, type Got, type ReportOptions } from './delivery-check.js'
 import type { Published, Stamp } from './publisher.js'
 import { waitFor, within } from './wait.js'
 
@@ -20,7 +20,7 @@ export interface RecordingClient {
   /** Waits until a handler got the last event of each of `publishers` publishers (every earlier event is then in too, or lost). */
   sentinels: (publishers: number, timeoutMs?: number) => Promise<void>
   /** deliveryReport for every pattern, '' when all are complete. */
-  report: (published: Published[][]) => string
+  report: (published: Published[][], options?: ReportOptions) => string
   /** One line on where the client stands (events per pattern, closes, resumes, errors), for the message of a wait that timed out. */
   describe: () => string
 }
@@ -79,6 +79,6 @@ export async function recordingClient (t: Test, { url, token, patterns, format =
       detail: () => `${lasts.size} arrived; ${describe()}`
     }),
     describe,
-    report: (published) => patterns.map((pattern) => deliveryReport(pattern, published, got.get(pattern) ?? [])).filter((report) => report !== '').join('\n')
+    report: (published, options) => patterns.map((pattern) => deliveryReport(pattern, published, got.get(pattern) ?? [], options)).filter((report) => report !== '').join('\n')
   }
 }
