@@ -10,6 +10,7 @@ import { Subscriptions } from './subscriptions.js'
 import type { StreamHost } from './outbound.js'
 import { ReplaySlots, type ReplayHost } from './replay.js'
 import { CONTROL_PREFIX } from './topics.js'
+import { PROBE_PREFIX } from './probe.js'
 import { isValidSub, parseRevocation, REVOKE_KEY, revocationMessage, type Revocation, type Revocations } from './revocations.js'
 import type { Admission } from './handshake.js'
 import type { VerifyToken } from './tokens.js'
@@ -230,6 +231,8 @@ export class Hub implements ConnectionHost {
       handler(message)
       return
     }
+    // Another instance's probe, brought in by a binding as wide as `#`: expected, and nothing to do.
+    if (message.topic.startsWith(PROBE_PREFIX)) return
     const revocation = message.topic === REVOKE_KEY ? parseRevocation(message) : 'unknown control routing key'
     if (typeof revocation === 'string') {
       this.#badControlMessages.report({ topic: message.topic, id: message.id, problem: revocation })

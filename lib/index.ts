@@ -13,7 +13,7 @@ import { Revocations, REVOKE_KEY } from './revocations.js'
 import { DeliveryProbe, type EventSocketReadiness } from './probe.js'
 import { loadTracing } from './tracing.js'
 import type { Bus, BusMessage } from './bus/types.js'
-import { createMetrics } from './metrics.js'
+import { createMetrics, type Metrics } from './metrics.js'
 // The module's own namespace, for the CommonJS export at the end.
 import * as self from './index.js'
 
@@ -57,6 +57,17 @@ async function eventSocket (fastify: FastifyInstance, userOptions: EventSocketOp
 
   // Before the bus, so that a missing prom-client fails registration before any broker connection.
   const metrics = options.metrics === undefined ? undefined : await createMetrics(options.metrics)
+  try {
+    await serve(fastify, options, metrics)
+  } catch (err) {
+    // Out of an app's registry again, so that a retry can register there: the onClose hook that would was never added.
+    metrics?.close()
+    throw err
+  }
+}
+
+/** Everything of the registration from the bus on. */
+async function serve (fastify: FastifyInstance, options: ResolvedOptions, metrics: Metrics | undefined): Promise<void> {
   const bus = await createBus(fastify, options)
   const revocations = new Revocations(options.revocationTtlMs)
   const verify = createTokenVerifier(fastify, revocations)

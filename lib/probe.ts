@@ -33,9 +33,17 @@ export interface DeliveryProbeOptions {
   stopping: () => boolean
 }
 
+const SHUTTING_DOWN = 'shutting down'
+
+/**
+ * Every instance's probe key starts so. A binding as wide as a client's `#`
+ * brings the other instances' probes in too: the hub drops those quietly.
+ */
+export const PROBE_PREFIX = `${CONTROL_PREFIX}probe.`
+
 export class DeliveryProbe {
   /** The control key only this instance binds, so that no other instance is sent its probes. */
-  readonly key = `${CONTROL_PREFIX}probe.${randomBytes(8).toString('hex')}`
+  readonly key = `${PROBE_PREFIX}${randomBytes(8).toString('hex')}`
   readonly #options: DeliveryProbeOptions
   #inFlight: Promise<EventSocketReadiness> | undefined
   /** The probe awaited now: its message id, and what its delivery settles. */
@@ -60,12 +68,14 @@ export class DeliveryProbe {
 
   async #run (): Promise<EventSocketReadiness> {
     const health = this.#options.health()
-    const result = this.#options.stopping()
-      ? { reason: 'shutting down' }
+    let result = this.#options.stopping()
+      ? { reason: SHUTTING_DOWN }
       : health.broker.state !== 'up'
         // Not published: during an outage it would only take a slot of the outage buffer.
         ? { reason: `broker ${health.broker.state}${health.broker.lastError === undefined ? '' : `: ${health.broker.lastError}`}` }
         : await this.#roundTrip()
+    // Shutdown began while the probe travelled: the checks that joined it meanwhile must not hear 'ok'.
+    if (this.#options.stopping()) result = { reason: SHUTTING_DOWN }
     this.#report(result.reason)
     return result.reason === undefined
       ? { ...this.#options.health(), status: 'ok', probeMs: result.probeMs }
@@ -80,7 +90,8 @@ export class DeliveryProbe {
     let confirmed = false
     let timer: NodeJS.Timeout | undefined
     const arrived = new Promise<void>((resolve) => { this.#awaited = { id: message.id, arrived: resolve } })
-    const published = bus.publish(message).then(() => { confirmed = true })
+    // Inside a promise: a bus of the app's own that throws rather than rejects still gives a 'down'.
+    const published = new Promise<void>((resolve) => { resolve(bus.publish(message)) }).then(() => { confirmed = true })
     const expired = new Promise<string>((resolve) => {
       timer = setTimeout(() => resolve(confirmed
         ? `the probe was published but did not come back within ${timeoutMs} ms (stalled consumer or lost binding)`

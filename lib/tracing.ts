@@ -85,7 +85,12 @@ class OpenTelemetryTracing implements Tracing {
       } finally {
         // Behind every stream this event was written to in this turn: they scheduled their flush when it was pushed.
         // A span nobody records (no SDK registered, or not sampled) ends as a no-op: no flush work per event for it.
-        if (span.isRecording()) flushes.schedule(new SpanEnd(span))
+        // Nothing due this turn (no receiver, every window full): nothing to wait for, and the span must not
+        // make the queue look `scheduled`, which metrics read as socket writes this turn.
+        if (span.isRecording()) {
+          if (flushes.scheduled) flushes.schedule(new SpanEnd(span))
+          else span.end()
+        }
       }
     }
     return Object.assign(traced, { limits: deliver.limits, dropped: deliver.dropped })
@@ -95,9 +100,10 @@ class OpenTelemetryTracing implements Tracing {
     const { propagation, ROOT_CONTEXT, SpanKind } = this.#api
     // From the root, not the active context: the parent is the publisher's, whatever ran before on this instance.
     let parent = ROOT_CONTEXT
-    if (message.trace !== undefined) {
+    const carrier = message.trace === undefined ? undefined : carrierOf(message.trace)
+    if (carrier !== undefined) {
       try {
-        parent = propagation.extract(ROOT_CONTEXT, message.trace)
+        parent = propagation.extract(ROOT_CONTEXT, carrier)
       } catch {
         // Anyone may publish to the exchange: a propagator that throws on a foreign header leaves the span without a parent.
       }
@@ -112,6 +118,28 @@ class OpenTelemetryTracing implements Tracing {
       'messaging.destination.name': message.topic,
       'messaging.message.id': message.id
     }
+  }
+}
+
+// W3C Trace Context's bounds: a tracestate longer than 512 characters may be
+// dropped; a traceparent is 55 today, and 256 leaves room for later versions.
+const MAX_TRACEPARENT = 256
+const MAX_TRACESTATE = 512
+
+/**
+ * The part of a message's `trace` the propagator is given: strings within
+ * the bounds, whatever the bus. A bus of the app's own may hand over what any
+ * publisher wrote, and the propagator keeps a tracestate whole in the
+ * delivery span's context for as long as the span is kept (a megabyte each).
+ */
+function carrierOf (trace: unknown): TraceContext | undefined {
+  try {
+    const { traceparent, tracestate } = trace as Record<keyof TraceContext, unknown>
+    if (typeof traceparent !== 'string' || traceparent.length > MAX_TRACEPARENT) return undefined
+    return typeof tracestate === 'string' && tracestate.length <= MAX_TRACESTATE ? { traceparent, tracestate } : { traceparent }
+  } catch {
+    // null, or a getter that throws.
+    return undefined
   }
 }
 
