@@ -5,6 +5,7 @@ import { machine } from './lib/machine.js'
 import { part, render, save, type Run } from './lib/report.js'
 import { markdown } from './lib/table.js'
 import { atMost, type Context, type ScenarioResult, type Target } from './lib/results.js'
+import { cluster } from './scenarios/cluster.js'
 import { fanout } from './scenarios/fanout.js'
 import { fastpath } from './scenarios/fastpath.js'
 import { handshake } from './scenarios/handshake.js'
@@ -24,7 +25,8 @@ const scenarios: Record<ScenarioName, (context: Context) => Promise<ScenarioResu
   targeted,
   slow,
   window,
-  history
+  history,
+  cluster
 }
 
 const args = benchArgs(process.argv.slice(2))

@@ -1,15 +1,19 @@
 // Command line: `npm run bench -- [scenario ...] [--option value ...]`.
 import { parseArgs } from 'node:util'
 
-export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window', 'history'] as const
+export const SCENARIOS = ['fanout', 'fastpath', 'latency', 'memory', 'handshake', 'targeted', 'slow', 'window', 'history', 'cluster'] as const
 export type ScenarioName = typeof SCENARIOS[number]
 
 /**
- * The full suite, what `npm run bench` runs and bench/RESULTS.md holds: every
- * scenario but history, which is a run of its own (`npm run bench -- history`)
- * whose section RESULTS.md keeps (bench/lib/report.ts). Within 10 minutes.
+ * Scenarios that are runs of their own (`npm run bench -- history`, `npm run
+ * bench -- cluster`), each kept in a section of bench/RESULTS.md
+ * (bench/lib/report.ts): the suite must fit in 10 minutes, and the cluster
+ * scenario needs the local cluster (scripts/rabbitmq-cluster.sh start).
  */
-export const SUITE: readonly ScenarioName[] = SCENARIOS.filter((name) => name !== 'history')
+export const SEPARATE = ['history', 'cluster'] as const satisfies readonly ScenarioName[]
+
+/** The full suite, what `npm run bench` runs and bench/RESULTS.md holds: every scenario but the separate ones. Within 10 minutes. */
+export const SUITE: readonly ScenarioName[] = SCENARIOS.filter((name) => !(SEPARATE as readonly string[]).includes(name))
 
 export interface BenchArgs {
   scenarios: ScenarioName[]

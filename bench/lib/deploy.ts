@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Child } from './rpc.js'
 import { GENERATOR_CORE, SERVER_CORE, SOCKETS_PER_GENERATOR } from './config.js'
 import { worst, type LatencySummary } from './hist.js'
-import { PEERS, type PeerName } from './peers.js'
+import { brokerPortsOf, PEERS, type PeerName } from './peers.js'
 import type { ConnectArgs } from '../gen/main.js'
 import type { PeerOptions } from '../server/peer.js'
 import type { DriveArgs } from '../server/main.js'
@@ -48,6 +48,9 @@ export class Deployment {
   }
 
   get proto (): ConnectArgs['proto'] { return PEERS[this.name].proto }
+
+  /** The AMQP ports of the RabbitMQ nodes it uses, whose CPU fixed-rate points read. */
+  get brokerPorts (): number[] { return brokerPortsOf(this.name) }
 
   /** Opens `count` more client connections, SOCKETS_PER_GENERATOR per generator process. */
   async connect (count: number, options: ClientOptions = {}): Promise<void> {

@@ -18,6 +18,8 @@ export interface Throughput {
   /** The servers' and the generators' CPU over the window, percent of one core: near 100, that side bounds the rate. */
   server: number
   generator: number
+  /** The RabbitMQ nodes the peer uses, added up, over the window (bench/lib/broker-cpu.ts). */
+  broker: number | undefined
 }
 
 /** CPU time (µs) over a window of `elapsedMs`, in percent of one core. */
@@ -28,8 +30,10 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
   await deployment.drive(drive)
   await sleep(args.warmup * 1000)
   const before = await deployment.snapshot()
+  const brokerBefore = brokerCpu(deployment.brokerPorts)
   await sleep(args.seconds * 1000)
   const after = await deployment.snapshot()
+  const broker = brokerCpuBetween(brokerBefore, brokerCpu(deployment.brokerPorts))
   const published = await deployment.halt(!last)
   const frames = after.events - before.events
   const percent = percentOf(after.at - before.at)
@@ -38,7 +42,8 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
     cpuPerFrame: frames === 0 ? NaN : (after.cpu - before.cpu) / frames,
     published,
     server: percent(after.cpu - before.cpu),
-    generator: percent(after.generatorCpu - before.generatorCpu)
+    generator: percent(after.generatorCpu - before.generatorCpu),
+    broker: broker === undefined ? undefined : percent(broker)
   }
 }
 
@@ -50,6 +55,7 @@ export interface RatePoint {
   framesPerSec: number
   /** Percent of one core over the measurement window. */
   server: number
+  /** The RabbitMQ nodes the peer uses, added up (bench/lib/broker-cpu.ts). */
   broker: number | undefined
   generator: number
   /** Instance 1 alone, with several: it publishes nothing, so this is what it takes to receive. */
@@ -65,12 +71,12 @@ export async function fixedRate (deployment: Deployment, drive: DriveArgs & { ra
   await deployment.drive(drive)
   await sleep(warmup * 1000)
   const before = await deployment.snapshot()
-  const brokerBefore = brokerCpu()
+  const brokerBefore = brokerCpu(deployment.brokerPorts)
   await Promise.all([deployment.recordLatency(), deployment.recordFanout()])
   await sleep(seconds * 1000)
   const [summary, fanoutTime] = await Promise.all([deployment.latency(), deployment.fanoutTime()])
   const after = await deployment.snapshot()
-  const broker = brokerCpuBetween(brokerBefore, brokerCpu())
+  const broker = brokerCpuBetween(brokerBefore, brokerCpu(deployment.brokerPorts))
   await deployment.halt()
   const elapsedMs = after.at - before.at
   const percent = percentOf(elapsedMs)

@@ -15,9 +15,10 @@ const PEERS: PeerName[] = ['ws-naive', 'socket.io', 'socket.io-redis-x2', 'evsoc
 export const ackEvery = (window: number): number => Math.max(1, Math.floor(window / 2))
 
 /** What each point measured, by peer/subs/burst/size (fanoutKey): frames/s of each round, and medians of the rest. */
-interface Measured {
+export interface Measured {
   frames: Map<string, number[]>
-  points: Map<string, { server: number, generator: number, cpuPerFrame: number }>
+  /** `broker`: undefined when a reading was missing (a peer without RabbitMQ reads the machine's node all the same). */
+  points: Map<string, { server: number, generator: number, cpuPerFrame: number, broker: number | undefined }>
 }
 
 /**
@@ -34,10 +35,16 @@ function pointsOf (context: Context, subs: number): Array<{ size: number, burst:
   ]
 }
 
-async function measureSubs (context: Context, subs: number, deployments: Deployment[], { frames, points }: Measured, rows: Cell[][]): Promise<void> {
+/**
+ * Connects `subs` clients to each deployment and measures `measuring` (by
+ * default the points of the fan-out suite), the deployments in turn; adds a
+ * row per peer and point to `rows`.
+ */
+export async function measureSubs (context: Context, subs: number, deployments: Deployment[], { frames, points }: Measured, rows: Cell[][],
+  measuring = pointsOf(context, subs)): Promise<void> {
   // One peer at a time: the handshakes of all of them would share the generator core.
   for (const deployment of deployments) await deployment.connect(subs, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
-  for (const { size, burst } of pointsOf(context, subs)) {
+  for (const { size, burst } of measuring) {
     const samples = await interleaved<Deployment, Throughput>(deployments, context.args.rounds, (d) => d.name,
       (d) => throughput(d, { burst, size, topic: FANOUT_TOPIC }, context.args))
     for (const { name } of deployments) {
@@ -46,7 +53,8 @@ async function measureSubs (context: Context, subs: number, deployments: Deploym
       const framesPerSec = rounds.map((r) => r.framesPerSec)
       const cpuPerFrame = median(rounds.map((r) => r.cpuPerFrame))
       frames.set(key, framesPerSec)
-      points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)) })
+      const broker = rounds.some((r) => r.broker === undefined) ? undefined : median(rounds.map((r) => r.broker!))
+      points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)), broker })
       rows.push([name, subs, burst, size, Math.round(median(framesPerSec)), spreadCell(framesPerSec), cpuPerFrame.toFixed(2)])
     }
   }

@@ -30,43 +30,55 @@ const FANOUT_TARGET = 1.2
 
 export const ms = (us: number): string => (us / 1000).toFixed(2)
 
-interface Point { subs: number, rate: number, rounds: Map<string, RatePoint[]> }
-interface Skipped { subs: number, rate: number, predicted: number }
+export interface Point { subs: number, rate: number, rounds: Map<string, RatePoint[]> }
+export interface Skipped { subs: number, rate: number, predicted: number }
 
-async function measure (context: Context, deployments: Deployment[]): Promise<{ points: Point[], skipped: Skipped[] }> {
+/** The suite's points: every rate at each subscriber count, fewest subscribers first. */
+const gridOf = (context: Context): Array<{ subs: number, rate: number }> =>
+  SUBS.flatMap((subs) => [...context.args.rates].sort((a, b) => a - b).map((rate) => ({ subs, rate })))
+
+/**
+ * Measures `grid` (subscriber counts never decreasing: connections are added,
+ * never closed, between points) on every deployment in turn, skipping the
+ * points where the load generator would pass GENERATOR_LIMIT.
+ */
+export async function measureRates (context: Context, deployments: Deployment[], grid = gridOf(context)): Promise<{ points: Point[], skipped: Skipped[] }> {
   const { args } = context
   const points: Point[] = []
   const skipped: Skipped[] = []
-  /** Generator CPU per frame (µs) at the busiest point so far, the worst peer: the estimate for the next. */
+  /** Generator CPU per frame (µs) at the last point measured (the busiest so far, in the suite's order), the worst peer: the estimate for the next. */
   let generatorPerFrame = 0
   let connected = 0
-  for (const subs of SUBS) {
-    for (const deployment of deployments) await deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
-    connected = subs
-    for (const rate of [...args.rates].sort((a, b) => a - b)) {
-      // µs per frame times frames per second, over 10^4: percent of one core.
-      const predicted = generatorPerFrame * rate * subs / 1e4
-      if (predicted > GENERATOR_LIMIT) {
-        skipped.push({ subs, rate, predicted })
-        continue
-      }
-      const rounds = await interleaved(deployments, args.rounds, (d) => d.name,
-        (d) => fixedRate(d, { rate, size: SIZE, topic: FANOUT_TOPIC }, args.warmup, args.latencySeconds))
-      points.push({ subs, rate, rounds })
-      generatorPerFrame = Math.max(...[...rounds.values()].map((samples) => median(samples.map((s) => s.generator * 1e4 / Math.max(1, s.framesPerSec)))))
+  for (const { subs, rate } of grid) {
+    if (subs > connected) {
+      for (const deployment of deployments) await deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
+      connected = subs
     }
+    // µs per frame times frames per second, over 10^4: percent of one core.
+    const predicted = generatorPerFrame * rate * subs / 1e4
+    if (predicted > GENERATOR_LIMIT) {
+      skipped.push({ subs, rate, predicted })
+      continue
+    }
+    const rounds = await interleaved(deployments, args.rounds, (d) => d.name,
+      (d) => fixedRate(d, { rate, size: SIZE, topic: FANOUT_TOPIC }, args.warmup, args.latencySeconds))
+    points.push({ subs, rate, rounds })
+    generatorPerFrame = Math.max(...[...rounds.values()].map((samples) => median(samples.map((s) => s.generator * 1e4 / Math.max(1, s.framesPerSec)))))
   }
   return { points, skipped }
 }
 
+/** The note every fixed-rate table carries: the generator's limit, and the points it ruled out. */
+export function generatorNote (skipped: Skipped[]): string {
+  return `Each point is measured only if the load generator would stay under ${GENERATOR_LIMIT}% of its core (estimated from the busiest point before it); its measured CPU is in the last column.` +
+    (skipped.length === 0 ? '' : ` Not measured: ${skipped.map((s) => `${s.rate.toLocaleString('en-US')} events/s to ${s.subs.toLocaleString('en-US')} (generator at about ${s.predicted.toFixed(0)}%)`).join('; ')}.`)
+}
+
 export async function latency (context: Context): Promise<ScenarioResult> {
   const peers = peersOf(context, PEERS)
-  const { points, skipped } = await withPeers(peers, { timeFanout: true }, (deployments) => measure(context, deployments))
+  const { points, skipped } = await withPeers(peers, { timeFanout: true }, (deployments) => measureRates(context, deployments))
   const sampled = `${mediansOf(context.args.rounds)}, peers in turn`
-  const notes = [
-    `Each point is measured only if the load generator would stay under ${GENERATOR_LIMIT}% of its core (estimated from the busiest point before it); its measured CPU is in the last column.` +
-      (skipped.length === 0 ? '' : ` Not measured: ${skipped.map((s) => `${s.rate.toLocaleString('en-US')} events/s to ${s.subs.toLocaleString('en-US')} (generator at about ${s.predicted.toFixed(0)}%)`).join('; ')}.`)
-  ]
+  const notes = [generatorNote(skipped)]
   return {
     tables: [latencyTable(points, peers, sampled, notes), hopTable(points, sampled), fanoutTable(points, peers, sampled)].filter((table) => table.rows.length > 0),
     targets: [...hopTargets(points), ...fanoutTargets(points)]

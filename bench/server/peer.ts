@@ -19,6 +19,11 @@ export interface PeerOptions {
   compression?: boolean
   /** evsock: the `history` option. */
   history?: boolean | { maxReplays?: number }
+  /**
+   * evsock with `shared`: the local three-node cluster (CLUSTER_URLS) instead
+   * of the single node, instance i on node i, with quorum instance queues.
+   */
+  cluster?: boolean
   /** evsock with `shared`: the exchange, instead of the bench's own (history runs use one each, then delete it). */
   exchange?: string
   /** evsock and bare ws: time each event's fan-out inside the server (evsock: through its `metrics` option). */

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import { Registry } from 'prom-client'
 import eventSocket from '../../../lib/index.js'
-import { AMQP_URL, BENCH_EXCHANGE, SECRET } from '../../lib/config.js'
+import type { BrokerOptions } from '../../../lib/options.js'
+import { AMQP_URL, BENCH_EXCHANGE, CLUSTER_URLS, SECRET } from '../../lib/config.js'
 import { FanoutTimer } from '../fanout-timer.js'
 import type { Peer, PeerOptions } from '../peer.js'
 
@@ -27,13 +28,25 @@ function timeDeliveries (registry: Registry): FanoutTimer {
   return timer
 }
 
+/**
+ * The single node; or on the cluster, the node of this instance (instance i
+ * on node i) with a quorum instance queue, what a list of the nodes gives by
+ * default. Not the list itself: an instance given it starts at a random
+ * node, and the two instances would share one a third of the time.
+ */
+function brokerOf (options: PeerOptions): BrokerOptions {
+  const exchange = options.exchange ?? BENCH_EXCHANGE
+  if (options.cluster !== true) return { url: AMQP_URL, exchange }
+  return { url: CLUSTER_URLS[options.instance % CLUSTER_URLS.length]!, exchange, queueType: 'quorum' }
+}
+
 export async function start (options: PeerOptions): Promise<Peer> {
   const app = Fastify()
   const window = options.window ?? 64
   const registry = options.timeFanout === true ? new Registry() : undefined
   await app.register(eventSocket, {
     jwt: { secret: SECRET },
-    broker: options.shared === true ? { url: AMQP_URL, exchange: options.exchange ?? BENCH_EXCHANGE } : {},
+    broker: options.shared === true ? brokerOf(options) : {},
     window,
     compression: options.compression === true,
     maxConnections: 50_000,
