@@ -1,7 +1,7 @@
 import type { Attributes, Span, Tracer } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
 import { CONTROL_PREFIX } from './topics.js'
-import type { BusMessage, Deliver, TraceContext } from './bus/types.js'
+import { traceContext, type BusMessage, type Deliver, type TraceContext } from './bus/types.js'
 import type { FlushQueue, Flushable } from './flush-queue.js'
 
 // Trace context from the route handler that publishes to the socket writes
@@ -121,11 +121,6 @@ class OpenTelemetryTracing implements Tracing {
   }
 }
 
-// W3C Trace Context's bounds: a tracestate longer than 512 characters may be
-// dropped; a traceparent is 55 today, and 256 leaves room for later versions.
-const MAX_TRACEPARENT = 256
-const MAX_TRACESTATE = 512
-
 /**
  * The part of a message's `trace` the propagator is given: strings within
  * the bounds, whatever the bus. A bus of the app's own may hand over what any
@@ -135,8 +130,7 @@ const MAX_TRACESTATE = 512
 function carrierOf (trace: unknown): TraceContext | undefined {
   try {
     const { traceparent, tracestate } = trace as Record<keyof TraceContext, unknown>
-    if (typeof traceparent !== 'string' || traceparent.length > MAX_TRACEPARENT) return undefined
-    return typeof tracestate === 'string' && tracestate.length <= MAX_TRACESTATE ? { traceparent, tracestate } : { traceparent }
+    return traceContext(traceparent, tracestate)
   } catch {
     // null, or a getter that throws.
     return undefined

@@ -2,21 +2,13 @@ import { isUtf8 } from 'node:buffer'
 import type { ConsumeMessage, Options } from 'amqplib'
 import { eventBytes, isEventId, nestedDeeperThan, type EventLimits } from '../publish.js'
 import { CONTROL_PREFIX, topicProblem } from '../topics.js'
-import type { BusMessage, TraceContext } from './types.js'
+import { traceContext, type BusMessage } from './types.js'
 
 // How a BusMessage maps onto an AMQP message, both ways. The payload is the
 // JSON the core encoded once at publish; it travels as the body untouched.
 
 /** Header with the exact publish time in ms; the AMQP `timestamp` property only holds seconds. */
 const TIME_HEADER = 'evsock-time'
-/**
- * The trace context travels in the W3C Trace Context headers, as other AMQP
- * producers and consumers carry it. Anyone may publish to the exchange: a
- * header that is not a string, or longer than these, is ignored (what the
- * propagator cannot parse is ignored there).
- */
-const MAX_TRACEPARENT = 256
-const MAX_TRACESTATE = 512
 
 export function publishOptions (message: BusMessage): Options.Publish {
   return {
@@ -60,16 +52,10 @@ export function fromDelivery (delivery: ConsumeMessage, limits: EventLimits): Bu
   const exact = headers?.[TIME_HEADER]
   const time = typeof exact === 'number' ? exact : typeof timestamp === 'number' ? timestamp * 1000 : Date.now()
   const message: BusMessage = { id: messageId, topic, time, payload }
-  const trace = traceContextOf(headers)
+  // The W3C Trace Context headers, as other AMQP producers and consumers carry them.
+  const trace = traceContext(headers?.traceparent, headers?.tracestate)
   if (trace !== undefined) message.trace = trace
   return message
-}
-
-function traceContextOf (headers: Record<string, unknown> | undefined): TraceContext | undefined {
-  const traceparent = headers?.traceparent
-  if (typeof traceparent !== 'string' || traceparent.length > MAX_TRACEPARENT) return undefined
-  const tracestate = headers?.tracestate
-  return typeof tracestate === 'string' && tracestate.length <= MAX_TRACESTATE ? { traceparent, tracestate } : { traceparent }
 }
 
 /** The offset RabbitMQ stamps on a delivery from a stream (`x-stream-offset`), or undefined for a delivery from any other queue. */

@@ -41,6 +41,21 @@ export interface TraceContext {
   tracestate?: string
 }
 
+// W3C Trace Context's bounds: a tracestate longer than 512 characters may be
+// dropped; a traceparent is 55 today, and 256 leaves room for later versions.
+const MAX_TRACEPARENT = 256
+const MAX_TRACESTATE = 512
+
+/**
+ * The trace context in two fields anyone may have written (AMQP headers of a
+ * foreign message, a bus of the app's own): strings within the bounds, or
+ * nothing. What the propagator cannot parse is ignored there.
+ */
+export function traceContext (traceparent: unknown, tracestate: unknown): TraceContext | undefined {
+  if (typeof traceparent !== 'string' || traceparent.length > MAX_TRACEPARENT) return undefined
+  return typeof tracestate === 'string' && tracestate.length <= MAX_TRACESTATE ? { traceparent, tracestate } : { traceparent }
+}
+
 /**
  * A bus's retained history of published messages (docs/protocol.md section
  * 6): one totally ordered log, shared by every instance, that live delivery
