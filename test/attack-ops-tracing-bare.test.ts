@@ -7,6 +7,7 @@ import { clusterOptions } from './helpers/instance.js'
 import { traceCases } from './helpers/ops-trace-cases.js'
 import { openClient, SECRET, startServer } from './helpers/server.js'
 import { runScript } from './helpers/wait.js'
+import { hidingPackage } from './helpers/hidden-package.js'
 
 // The foreign trace headers of attack-ops-tracing.test.ts, where no SDK
 // records anything: @opentelemetry/api installed but no provider registered
@@ -45,12 +46,7 @@ t.test('@opentelemetry/api not installed: every foreign message delivered in ord
   if (!await requireBroker(t)) return
   const options: EventSocketOptions = clusterOptions(t, { history: false })
   const child = runScript(t, `
-    import { register } from 'node:module'
-    register('data:text/javascript,' + encodeURIComponent(\`
-      export async function resolve (specifier, context, next) {
-        if (specifier === '@opentelemetry/api') return next('./no-such-dir/opentelemetry-api/index.js', context)
-        return next(specifier, context)
-      }\`))
+    ${hidingPackage('@opentelemetry/api')}
     const { default: Fastify } = await import('fastify')
     const { default: eventSocket } = await import('./lib/index.ts')
     const { TestClient } = await import('./test/helpers/server.ts')

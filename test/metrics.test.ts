@@ -8,6 +8,7 @@ import { recordingLogger } from './helpers/broker.js'
 import { parsePrometheus, scrape, type Scrape } from './helpers/prom-text.js'
 import { attemptHandshake, openClient, SECRET, startServer, type TestClient } from './helpers/server.js'
 import { runScript, waitFor } from './helpers/wait.js'
+import { hidingPackage } from './helpers/hidden-package.js'
 
 // A scripted workload on the in-process bus, one test per metric family, each
 // asserting the exact amount the family moved (docs/metrics.md). The broker
@@ -237,12 +238,7 @@ t.test('prom-client not installed: the loader fails with FST_EVSOCK_BAD_OPTION s
 t.test('prom-client not installed, for real: registering with metrics on fails with the typed error; without metrics, nothing loads it', async (t) => {
   // A resolve hook that finds no prom-client, as in an app that never installed it.
   const child = runScript(t, `
-    import { register } from 'node:module'
-    register('data:text/javascript,' + encodeURIComponent(\`
-      export async function resolve (specifier, context, next) {
-        if (specifier === 'prom-client') return next('./no-such-dir/prom-client/index.js', context)
-        return next(specifier, context)
-      }\`))
+    ${hidingPackage('prom-client')}
     const { default: Fastify } = await import('fastify')
     const { default: eventSocket } = await import('./lib/index.ts')
     const outcome = async (metrics) => {
