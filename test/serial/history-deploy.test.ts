@@ -90,15 +90,16 @@ if (await requireBroker(t)) {
     const [p50, p95, dp50, dp95] = [percentile(baseline, 0.5), percentile(baseline, 0.95), percentile(during, 0.5), percentile(during, 0.95)]
     const ms = (value: number): string => `${value.toFixed(1)} ms`
     t.comment(`live latency: baseline p50 ${ms(p50)} p95 ${ms(p95)} (${baseline.length} samples); during the ${deployTook} ms resume of ${CLIENTS} clients p50 ${ms(dp50)} p95 ${ms(dp95)} (${during.length} samples)`)
-    // The target is 2x the median (issue 11). The thousand clients run at the
+    // The bound is 2x the median (issue 11). The thousand clients run at the
     // lowest CPU priority and the old instance's shutdown below the next's
     // (test/fixtures/client-swarm.ts): they stand for other machines, and at
     // equal priority their own work on these two cores was most of what was
-    // measured (1.75x to 2.29x). Niced, it measured 1.08x to 1.81x, and 2.08x
-    // once in ten runs: the 2x is reported, and the suite asserts 3x, the
-    // starvation it must catch (11x before replays read recent events from memory).
-    t.comment(`live latency during the deploy: ${(dp50 / p50).toFixed(2)}x the baseline (target 2x: ${dp50 <= 2 * p50 ? 'met' : 'MISSED'})`)
-    t.ok(dp50 <= 3 * p50, `the live latency of the clients that stayed (median ${ms(dp50)}) within 3x its value without the deploy (${ms(p50)}): replays do not starve live delivery`)
+    // measured (1.75x to 2.29x). During the resume the next instance is about
+    // half busy, half of it with the thousand handshakes, a twentieth with
+    // the replays; 16 runs alone measured 0.93x to 1.69x (11x before replays
+    // read recent events from memory).
+    t.comment(`live latency during the deploy: ${(dp50 / p50).toFixed(2)}x the baseline`)
+    t.ok(dp50 <= 2 * p50, `the live latency of the clients that stayed (median ${ms(dp50)}) within 2x its value without the deploy (${ms(p50)}): replays do not starve live delivery`)
     t.ok(during.length > 0 && baseline.length > 0, 'latency was sampled before and during the deploy')
   })
 }
