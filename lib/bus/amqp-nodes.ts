@@ -54,11 +54,6 @@ export class NodeRotation {
     return redact(this.#urls[this.#index] as string)
   }
 
-  /** Every node, without passwords, for errors. */
-  get all (): string {
-    return this.#urls.map(redact).join(', ')
-  }
-
   /** The next attempt goes to the next node (the same one when there is only one). */
   advance (): void {
     if (this.#urls.length === 1) return
