@@ -96,15 +96,16 @@ async function serve (fastify: FastifyInstance, options: ResolvedOptions, metric
     })
   }
 
-  await bus.start(tracing?.traced(hub.deliver, hub.streams.flushes) ?? hub.deliver)
   const probe = new DeliveryProbe({ bus, log: fastify.log, timeoutMs: options.probeTimeoutMs, health: () => hub.health(), stopping: () => hub.shuttingDown })
   try {
+    await bus.start(tracing?.traced(hub.deliver, hub.streams.flushes) ?? hub.deliver)
     // Bound for the life of the instance (the amqp bus binds them again after a reconnect).
     await bus.bind(REVOKE_KEY)
     hub.controls.set(probe.key, probe.received)
     await bus.bind(probe.key)
   } catch (err) {
-    // Started, and no onClose hook will close it: its connections would keep the process alive.
+    // No onClose hook will close the bus: whatever it opened (a half-started one
+    // too: the plugin starts and closes it) would keep the process alive.
     await bus.close()
     throw err
   }

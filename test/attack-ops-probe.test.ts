@@ -157,6 +157,23 @@ t.test('a registration that fails after the bus started (a control key not bound
   t.equal(closed, 1, 'the bus it had started was closed')
 })
 
+t.test('a bus whose start fails is closed too (it may have opened connections before failing)', async (t) => {
+  let closed = 0
+  const failing: Bus = {
+    kind: 'failing',
+    start: async () => { throw new Error('start refused') },
+    publish: async () => {},
+    bind: async () => {},
+    unbind: async () => {},
+    health: () => ({ kind: 'failing', state: 'down', buffered: 0, unconfirmed: 0 }),
+    close: async () => { closed++ }
+  }
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  await t.rejects(async () => { await app.register(eventSocket, { jwt: { secret: SECRET }, bus: failing }) }, /start refused/)
+  t.equal(closed, 1, 'closed once')
+})
+
 t.test('no promise of the attacks above was left rejected unhandled', async (t) => {
   await new Promise((resolve) => setImmediate(resolve))
   t.same(unhandled, [])
