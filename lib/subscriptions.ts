@@ -92,17 +92,26 @@ export class Subscriptions<S> {
     holding.patterns.splice(at, 1)
     this.#count--
     if (holding.patterns.length === 0) this.#holdings.delete(subscriber)
+    this.#unindex(pattern, holding)
+    return true
+  }
+
+  /** Everything `subscriber` holds, as when its socket closes: one pass, not a search per pattern. */
+  removeAll (subscriber: S): void {
+    const holding = this.#holdings.get(subscriber)
+    if (holding === undefined) return
+    this.#holdings.delete(subscriber)
+    this.#count -= holding.patterns.length
+    for (const pattern of holding.patterns) this.#unindex(pattern, holding)
+  }
+
+  /** Takes `holding` off `pattern` in the index; the pattern's last holder unbinds it. */
+  #unindex (pattern: string, holding: Holding<S>): void {
     if (this.#index.remove(pattern, holding)) {
       this.#enqueue(pattern, () => this.#bus.unbind(pattern)).catch((err: unknown) => {
         this.#log.warn({ err, pattern }, 'event socket could not unbind a pattern')
       })
     }
-    return true
-  }
-
-  /** Everything `subscriber` holds, as when its socket closes. */
-  removeAll (subscriber: S): void {
-    for (const pattern of this.patternsOf(subscriber)) this.remove(subscriber, pattern)
   }
 
   /** Calls `visit` once for every subscriber holding a pattern that matches the concrete `topic`. */

@@ -128,6 +128,29 @@ function recordingBus (): { bus: Bus, calls: string[], settle: () => void } {
   return { bus, calls, settle }
 }
 
+t.test('subscriptions: removeAll drops every pattern of its subscriber, counts and index alike, and unbinds those it held last', async (t) => {
+  const { bus, calls, settle } = recordingBus()
+  const owner = new Subscriptions<string>(bus, pino({ level: 'silent' }))
+  const patterns = Array.from({ length: 50 }, (_, i) => `p${i}.*`)
+  const adds = [...patterns.map((pattern) => owner.add('a', pattern)), owner.add('b', 'p0.*')]
+  await turn()
+  settle()
+  await Promise.all(adds)
+  t.equal(owner.count, 51)
+  owner.removeAll('a')
+  owner.removeAll('a')
+  await turn()
+  t.equal(owner.count, 1, 'only b\'s subscription left, and a second removeAll changes nothing')
+  t.equal(owner.countOf('a'), 0)
+  t.equal(owner.has('b', 'p0.*'), true)
+  t.equal(owner.patternCount, 1)
+  t.same(calls.filter((call) => call.startsWith('unbind')).sort(), patterns.slice(1).map((pattern) => `unbind ${pattern}`).sort(), 'every pattern a held alone is unbound, p0.* stays for b')
+  const visited: string[] = []
+  owner.match('p3.x', (holder) => visited.push(holder))
+  owner.match('p0.x', (holder) => visited.push(holder))
+  t.same(visited, ['b'])
+})
+
 t.test('subscriptions: one bind per pattern, counted per holder, unbound by its last holder, in order', async (t) => {
   const { bus, calls, settle } = recordingBus()
   const owner = new Subscriptions<string>(bus, pino({ level: 'silent' }))
