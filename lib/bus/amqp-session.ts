@@ -35,10 +35,10 @@ export function redact (url: string): string {
   }
 }
 
-/** The vhost the URL names ('/' when it names none), as the broker knows it. */
-export function vhostOf (url: string): string {
+/** The vhost the URL names ('/' when it names none), as the broker knows it; of a node list, its first node's (they share one). */
+export function vhostOf (url: string | readonly string[]): string {
   try {
-    const vhost = decodeURIComponent(new URL(url).pathname.slice(1))
+    const vhost = decodeURIComponent(new URL(typeof url === 'string' ? url : url[0] ?? '').pathname.slice(1))
     return vhost === '' ? '/' : vhost
   } catch {
     return '/'

@@ -5,7 +5,6 @@ import { BrokerUnavailableError, ClosedError } from '../errors.js'
 import type { ResolvedBrokerOptions, ResolvedHistoryOptions } from '../options.js'
 import { AmqpHistory, type AmqpHistoryOptions } from './amqp-history.js'
 import { streamOffset } from './amqp-message.js'
-import { nodeUrls } from './amqp-nodes.js'
 import { vhostOf } from './amqp-session.js'
 import { deadline, Signal } from './amqp-signal.js'
 
@@ -52,7 +51,7 @@ export class HistoryStream {
     const timeoutMs = broker.publishTimeoutMs
     this.routes = new LocalRoutes(timeoutMs)
     const recentBytes = Math.min(RECENT_BYTES, options.maxBytes)
-    this.history = new AmqpHistory({ ...bus, head: () => this.head, stream: this.name, vhost: vhostOf(nodeUrls(broker.url ?? '')[0] ?? ''), timeoutMs, recentBytes })
+    this.history = new AmqpHistory({ ...bus, head: () => this.head, stream: this.name, vhost: vhostOf(broker.url ?? ''), timeoutMs, recentBytes })
   }
 
   /** The newest offset the live path took, or, before it took any, the stream's end when the instance first consumed it. */
