@@ -10,7 +10,7 @@ import type { Bus, BusHistory, BusMessage, Deliver } from '../../lib/bus/types.j
 
 export type ProbeMode = 'pass' | 'lose' | 'hold' | 'throw'
 
-const PROBE_PREFIX = '$evsock.probe.'
+import { PROBE_PREFIX } from '../../lib/probe.js'
 
 export interface OpsBus extends Bus {
   /** Probes published so far (whatever their mode). */
