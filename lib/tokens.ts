@@ -63,6 +63,7 @@ export function createTokenVerifier (fastify: FastifyInstance, revocations: Revo
 function carrying (request: FastifyRequest, token: string): FastifyRequest {
   const own = new Map<PropertyKey, unknown>([['headers', { ...request.headers, authorization: `Bearer ${token}` }]])
   return new Proxy(request, {
+    // Getters run on the request itself (a private field would throw on the proxy); only `headers` read through the view is the token's.
     get: (target, key) => own.has(key) ? own.get(key) : Reflect.get(target, key, target),
     has: (target, key) => own.has(key) || Reflect.has(target, key),
     set: (_, key, value) => {
