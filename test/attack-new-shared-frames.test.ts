@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { pack, unpack } from 'msgpackr'
 import { startServer, type Message } from './helpers/server.js'
@@ -23,28 +23,38 @@ function open (url: string, token: string, format: 'json' | 'msgpack', deflate: 
   return client
 }
 
-t.test('sockets of one turn with distinct seqs, both formats, mixed compression, some closing, events of every header size', async (t) => {
-  const server = await startServer(t, { compression: true, handshakesPerMinute: 100_000, window: 1000 })
-  const count = 300
+interface Scenario {
+  count: number
+  /** Client i negotiates compression when true. */
+  deflate: (i: number) => boolean
+  /** Events client i gets alone before the burst: its seqs differ from its neighbours'. */
+  lead: (i: number) => number
+  sizes: number[]
+  history: boolean
+}
+
+/** Runs `scenario`; returns how many live clients got a wrong frame, with the first few described, and the burst's delivery time. */
+async function runScenario (t: Test, scenario: Scenario): Promise<{ live: number, bad: number, problems: string[], burstMs: number }> {
+  const { count, deflate, lead, sizes, history } = scenario
+  const server = await startServer(t, { compression: true, handshakesPerMinute: 100_000, window: 1000, history })
   const token = server.sign({ sub: 'shared', role: 'admin' })
-  const clients = Array.from({ length: count }, (_, i) => open(server.url, token, i % 2 === 0 ? 'json' : 'msgpack', i % 3 === 0))
+  const clients = Array.from({ length: count }, (_, i) => open(server.url, token, i % 2 === 0 ? 'json' : 'msgpack', deflate(i)))
   t.teardown(() => { for (const client of clients) client.ws.terminate() })
-  await waitFor(() => clients.every((client) => client.messages.some((message) => message.op === 'hello')), { what: `${count} hellos`, timeoutMs: 20_000 })
+  await waitFor(() => clients.every((client) => client.messages.some((message) => message.op === 'hello')), { what: `${count} hellos`, timeoutMs: 30_000 })
   const deflating = clients.filter((client) => client.ws.extensions.includes('permessage-deflate')).length
-  t.equal(deflating, Math.ceil(count / 3), 'a third of the sockets negotiated compression (SendFramer), the rest write frames directly')
+  t.equal(deflating, clients.filter((_, i) => deflate(i)).length, `${deflating} sockets negotiated compression (SendFramer), the rest write frames directly`)
   for (const [i, client] of clients.entries()) {
     for (const request of [{ op: 'sub', id: 1, topic: 'sf.all' }, { op: 'sub', id: 2, topic: `sf.own.${i}` }]) {
       client.ws.send(client.format === 'msgpack' ? pack(request) : JSON.stringify(request))
     }
   }
   await waitFor(() => clients.every((client) => client.messages.filter((message) => message.op === 'ok').length >= 2),
-    { what: 'every client subscribed twice', timeoutMs: 20_000, detail: () => JSON.stringify(clients.find((client) => client.messages.filter((message) => message.op === 'ok').length < 2)?.messages.slice(0, 4)) })
-  // Desynchronise the seqs: client i gets i % 7 events of its own first.
-  for (let i = 0; i < count; i++) for (let k = 0; k < i % 7; k++) await server.app.publish(`sf.own.${i}`, { own: k })
-  await waitFor(() => clients.every((client, i) => client.messages.filter((message) => message.op === 'event').length === i % 7), { what: 'the desynchronising events', timeoutMs: 20_000 })
+    { what: 'every client subscribed twice', timeoutMs: 30_000, detail: () => JSON.stringify(clients.find((client) => client.messages.filter((message) => message.op === 'ok').length < 2)?.messages.slice(0, 4)) })
+  for (let i = 0; i < count; i++) for (let k = 0; k < lead(i); k++) await server.app.publish(`sf.own.${i}`, { own: k })
+  await waitFor(() => clients.every((client, i) => client.messages.filter((message) => message.op === 'event').length === lead(i)), { what: 'the desynchronising events', timeoutMs: 30_000 })
 
-  const sizes = [10, 3000, 5000, 70_000, 150_000]
   const burst = sizes.map((size, n) => ({ n, fill: String.fromCharCode(97 + n).repeat(size) }))
+  const began = performance.now()
   // One turn: every publish, then some sockets close before the flush.
   const published = burst.map((data) => server.app.publish('sf.all', data))
   for (let i = 5; i < count; i += 50) {
@@ -55,21 +65,41 @@ t.test('sockets of one turn with distinct seqs, both formats, mixed compression,
   await server.app.publish('sf.all', { sentinel: true })
   const live = clients.filter((client) => !client.closing)
   await waitFor(() => live.every((client) => client.messages.some((message) => message.op === 'event' && message.data?.sentinel === true)),
-    { what: 'the sentinel at every live client', timeoutMs: 30_000 })
+    { what: 'the sentinel at every live client', timeoutMs: 60_000 })
+  const burstMs = performance.now() - began
 
   let bad = 0
   const problems: string[] = []
+  /** Each burst event's pos, as the first live client got it: every client must get the same. */
+  const positions = new Map<number, unknown>()
   for (const [i, client] of clients.entries()) {
     if (client.closing) continue
     const events = client.messages.filter((message) => message.op === 'event')
     const seqs = events.map((event) => event.seq as number)
     const consecutive = seqs.every((seq, k) => k === 0 || seq === (seqs[k - 1] as number) + 1)
-    const got = events.filter((event) => event.topic === 'sf.all' && event.data?.sentinel !== true).map((event) => event.data as { n: number, fill: string })
-    const intact = got.length === burst.length && got.every((data, n) => data.n === n && data.fill === burst[n]!.fill)
-    if (!consecutive || !intact) {
+    const got = events.filter((event) => event.topic === 'sf.all' && event.data?.sentinel !== true)
+    const intact = got.length === burst.length && got.every((event, n) => event.data?.n === n && event.data?.fill === burst[n]!.fill)
+    const placed = got.every((event, n) => {
+      if (!history) return event.pos === undefined
+      if (typeof event.pos !== 'string') return false
+      if (!positions.has(n)) positions.set(n, event.pos)
+      return positions.get(n) === event.pos
+    })
+    if (!consecutive || !intact || !placed) {
       bad++
-      if (problems.length < 3) problems.push(`client ${i} (${client.format}, deflate ${String(i % 3 === 0)}): seqs ${seqs.join(',')}, burst ${got.map((data) => `${data.n}:${data.fill?.length}`).join(',')}`)
+      if (problems.length < 3) problems.push(`client ${i} (${client.format}, deflate ${String(deflate(i))}): seqs ${seqs.join(',')}, burst ${got.map((event) => `${String(event.data?.n)}:${String(event.data?.fill?.length)}@${String(event.pos)}`).join(',')}`)
     }
   }
-  t.equal(bad, 0, `every live client (${live.length}) got seq +1 and the burst intact${problems.length > 0 ? `: ${problems.join('; ')}` : ''}`)
+  return { live: live.length, bad, problems, burstMs }
+}
+
+t.test('sockets of one turn with distinct seqs, both formats, mixed compression, some closing, events of every header size', async (t) => {
+  const result = await runScenario(t, { count: 300, deflate: (i) => i % 3 === 0, lead: (i) => i % 7, sizes: [10, 3000, 5000, 70_000, 150_000], history: false })
+  t.equal(result.bad, 0, `every live client (${result.live}) got seq +1 and the burst intact${result.problems.length > 0 ? `: ${result.problems.join('; ')}` : ''}`)
+})
+
+t.test('1,000 sockets, no two neighbours alike (no frame shared), history on: seq +1, data intact, one pos per event', async (t) => {
+  const result = await runScenario(t, { count: 1000, deflate: (i) => i % 10 === 0, lead: (i) => i % 13, sizes: [10, 5000, 70_000], history: true })
+  t.comment(`1,000 sockets, history on: the burst and its sentinel reached ${result.live} live clients in ${result.burstMs.toFixed(0)} ms`)
+  t.equal(result.bad, 0, `every live client (${result.live}) got seq +1, the burst intact and the same pos per event${result.problems.length > 0 ? `: ${result.problems.join('; ')}` : ''}`)
 })
