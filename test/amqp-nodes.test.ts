@@ -27,6 +27,8 @@ t.test('a node URL becomes the object amqplib dials, as its string form would ha
     heartbeat: 10,
     frameMax: 8192
   })
+  t.notOk('heartbeat' in connectTarget('amqp://h/?heartbeat='), 'an empty heartbeat is absent (the broker\'s), not 0 (none at all)')
+  t.equal(connectTarget('amqp://h/?heartbeat=0').heartbeat, 0, 'an explicit 0 stays 0')
   // No credentials: amqplib's guest default applies; no port: its protocol's default.
   t.same(connectTarget('amqp://[::1]'), { protocol: 'amqp', hostname: '::1', vhost: '' })
 })

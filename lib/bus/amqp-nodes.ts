@@ -17,17 +17,27 @@ export function nodeUrls (url: string | readonly string[]): readonly string[] {
 export function connectTarget (url: string): Options.Connect {
   const parsed = new URL(url)
   const query = parsed.searchParams
-  const number = (name: string): number | undefined => query.has(name) ? Number(query.get(name)) : undefined
+  // Empty (`?heartbeat=`) reads as absent, as amqplib's string form reads it, not as 0 (which would turn heartbeats off).
+  const number = (name: string): number | undefined => query.get(name) ? Number(query.get(name)) : undefined
   return {
     protocol: parsed.protocol.slice(0, -1),
     hostname: parsed.hostname.replace(/^\[|\]$/g, ''),
     ...(parsed.port === '' ? {} : { port: Number(parsed.port) }),
     // amqplib defaults both to guest only when both are absent, like its string form.
-    ...(parsed.username === '' && parsed.password === '' ? {} : { username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) }),
+    ...(parsed.username === '' && parsed.password === '' ? {} : { username: decoded(parsed.username), password: decoded(parsed.password) }),
     // Still escaped: amqplib unescapes the vhost of both forms itself.
     vhost: parsed.pathname.slice(1),
     ...(query.has('locale') ? { locale: query.get('locale') as string } : {}),
     ...defined({ heartbeat: number('heartbeat'), frameMax: number('frameMax'), channelMax: number('channelMax'), maxFrameSize: number('maxFrameSize') })
+  }
+}
+
+/** A URL part percent-decoded; one with a bare `%` (a password `50%off`) as written, as amqplib's string form keeps it. */
+function decoded (part: string): string {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    return part
   }
 }
 
