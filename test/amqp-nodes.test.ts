@@ -50,6 +50,17 @@ t.test('the rotation dials the start node, then each next one in turn, and stays
   t.equal(single.target.hostname, 'x')
 })
 
+t.test('reconnect delays: none within a pass over the nodes, a doubling backoff before each new pass, capped; one node backs off every time', async (t) => {
+  const three = new NodeRotation(['amqp://a', 'amqp://b', 'amqp://c'], 0)
+  const delays = Array.from({ length: 12 }, (_, i) => three.delayBefore(i + 1, 100, 1000))
+  t.same(delays.map((delay, i) => (i + 1) % 3 === 0 ? 'backoff' : delay), [0, 0, 'backoff', 0, 0, 'backoff', 0, 0, 'backoff', 0, 0, 'backoff'])
+  const within = (delay: number, base: number): boolean => delay >= Math.floor(base * 0.8) && delay <= Math.ceil(base * 1.2)
+  t.ok(within(delays[2]!, 100) && within(delays[5]!, 200) && within(delays[8]!, 400), `passes 1 to 3: about 100, 200, 400 ms (${delays[2]}, ${delays[5]}, ${delays[8]})`)
+  t.ok(three.delayBefore(300, 100, 1000) <= 1000, 'never past the maximum')
+  const one = new NodeRotation(['amqp://a'], 0)
+  t.ok(within(one.delayBefore(1, 100, 1000), 100) && within(one.delayBefore(2, 100, 1000), 200), 'one node: the backoff of every attempt')
+})
+
 t.test('broker.url as a list: validated, and the instance queue is quorum by default', async (t) => {
   const nodes = ['amqp://127.0.0.1:5681', 'amqp://127.0.0.1:5682']
   t.equal(resolveOptions({ broker: { url: nodes } }).broker.queueType, 'quorum', 'several nodes: quorum')

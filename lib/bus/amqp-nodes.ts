@@ -64,6 +64,21 @@ export class NodeRotation {
     return redact(this.#urls[this.#index] as string)
   }
 
+  /**
+   * amqplib's delay before reconnect attempt `attempt` (1, 2, … since the last
+   * success), in place of its own: none within a pass over the nodes, since
+   * each attempt goes to another one, so that a long list with one live node
+   * finds it at once; before each new pass, its backoff, doubling per pass from
+   * `initialMs` up to `maxMs`, ±20% (with one node, every attempt is a pass).
+   */
+  delayBefore (attempt: number, initialMs: number, maxMs: number): number {
+    if (attempt % this.#urls.length !== 0) return 0
+    const pass = attempt / this.#urls.length
+    // Capped so that the jitter's top lands on maxMs, as amqplib's own backoff does.
+    const base = Math.min(maxMs / 1.2, initialMs * 2 ** (pass - 1))
+    return Math.round(base * (0.8 + 0.4 * Math.random()))
+  }
+
   /** The next attempt goes to the next node (the same one when there is only one). */
   advance (): void {
     if (this.#urls.length === 1) return

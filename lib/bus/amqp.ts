@@ -89,7 +89,7 @@ class AmqpBus implements Bus {
     const stream = this.#stream !== undefined
     this.#consumer = new Consumer({ deliver, log: this.#log, memory: 2 * this.#options.prefetch, accepts, onCancel: (channel) => this.#dropConsumer(channel), stream, taken: this.#stream?.taken })
     const connections = await Promise.all((['consumer', 'publisher'] as const).map((role) => this.#connect(this.#sides[role])))
-    const startMs = Math.min(this.#options.publishTimeoutMs, MAX_START_MS)
+    const startMs = this.#startMs
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((resolve, reject) => {
       timer = setTimeout(() => reject(new BrokerUnavailableError(
@@ -122,6 +122,11 @@ class AmqpBus implements Bus {
     await this.#bindings.unbind(pattern)
   }
 
+  /** How long start() waits for both connections. */
+  get #startMs (): number {
+    return Math.min(this.#options.publishTimeoutMs, MAX_START_MS)
+  }
+
   // A getter, not a field test: TypeScript would keep narrowing `state` across awaits.
   get #closed (): boolean {
     return this.#state === 'closed'
@@ -148,11 +153,11 @@ class AmqpBus implements Bus {
     const nodes = new NodeRotation(this.#nodes, this.#firstNode)
     const connection = await connect(nodes.target, {
       noDelay: true, // amqplib leaves Nagle on, which holds small publishes and acks back ~40 ms
-      timeout: CONNECT_TIMEOUT_MS,
+      // With other nodes to try, a node that accepts TCP and never answers must not use up the startup bound alone.
+      timeout: this.#nodes.length === 1 ? CONNECT_TIMEOUT_MS : Math.min(CONNECT_TIMEOUT_MS, Math.floor(this.#startMs / 2)),
       clientProperties: { connection_name: `fastify-event-socket ${side.role} ${this.#queue}` },
       recovery: {
-        initialDelay: this.#options.reconnectInitialDelayMs,
-        maxDelay: this.#options.reconnectMaxDelayMs,
+        calculateDelay: (attempt: number) => nodes.delayBefore(attempt, this.#options.reconnectInitialDelayMs, this.#options.reconnectMaxDelayMs),
         maxRetries: Infinity,
         waitForConnect: false,
         setup: (model: ChannelModel) => side.role === 'publisher' ? this.#setupPublisher(model) : this.#setupConsumer(model)
