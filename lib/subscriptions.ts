@@ -8,14 +8,39 @@ import type { Bus } from './bus/types.js'
 // The bus only remembers what it must to bind again after a reconnect.
 
 /**
- * A subscriber's entry in the index, with the patterns it holds: an array,
- * not a Set, because most connections hold one or two patterns and a Set's
- * hash table costs about 300 bytes per connection; `maxSubscriptions` bounds
- * the linear searches.
+ * A subscriber's entry in the index, with the patterns it holds: an array
+ * while they are few, because most connections hold one or two and a Set's
+ * hash table costs about 300 bytes per connection; a Set past `SET_FROM`, so
+ * that a client allowed thousands (`maxSubscriptions`) cannot make each of
+ * its subscribes search them all.
  */
 interface Holding<S> {
   readonly subscriber: S
-  readonly patterns: string[]
+  patterns: string[] | Set<string>
+}
+
+const SET_FROM = 16
+
+function holds (holding: Holding<unknown>, pattern: string): boolean {
+  return Array.isArray(holding.patterns) ? holding.patterns.includes(pattern) : holding.patterns.has(pattern)
+}
+
+function sizeOf (holding: Holding<unknown>): number {
+  return Array.isArray(holding.patterns) ? holding.patterns.length : holding.patterns.size
+}
+
+function addTo (holding: Holding<unknown>, pattern: string): void {
+  if (!Array.isArray(holding.patterns)) holding.patterns.add(pattern)
+  else if (holding.patterns.length < SET_FROM) holding.patterns.push(pattern)
+  else holding.patterns = new Set([...holding.patterns, pattern])
+}
+
+/** Whether it held `pattern`. */
+function deleteFrom (holding: Holding<unknown>, pattern: string): boolean {
+  if (!Array.isArray(holding.patterns)) return holding.patterns.delete(pattern)
+  const at = holding.patterns.indexOf(pattern)
+  if (at !== -1) holding.patterns.splice(at, 1)
+  return at !== -1
 }
 
 export class Subscriptions<S> {
@@ -46,11 +71,13 @@ export class Subscriptions<S> {
   }
 
   has (subscriber: S, pattern: string): boolean {
-    return this.#holdings.get(subscriber)?.patterns.includes(pattern) === true
+    const holding = this.#holdings.get(subscriber)
+    return holding !== undefined && holds(holding, pattern)
   }
 
   countOf (subscriber: S): number {
-    return this.#holdings.get(subscriber)?.patterns.length ?? 0
+    const holding = this.#holdings.get(subscriber)
+    return holding === undefined ? 0 : sizeOf(holding)
   }
 
   /** A copy: the caller may remove while it walks them. */
@@ -69,10 +96,10 @@ export class Subscriptions<S> {
       // Sized for the one pattern: pushed into an empty array, it would get room for 17.
       holding = { subscriber, patterns: [pattern] }
       this.#holdings.set(subscriber, holding)
-    } else if (holding.patterns.includes(pattern)) {
+    } else if (holds(holding, pattern)) {
       return
     } else {
-      holding.patterns.push(pattern)
+      addTo(holding, pattern)
     }
     this.#count++
     const first = this.#index.add(pattern, holding)
@@ -87,11 +114,9 @@ export class Subscriptions<S> {
   /** Returns whether `subscriber` held `pattern`; its last holder unbinds it. */
   remove (subscriber: S, pattern: string): boolean {
     const holding = this.#holdings.get(subscriber)
-    const at = holding?.patterns.indexOf(pattern) ?? -1
-    if (holding === undefined || at === -1) return false
-    holding.patterns.splice(at, 1)
+    if (holding === undefined || !deleteFrom(holding, pattern)) return false
     this.#count--
-    if (holding.patterns.length === 0) this.#holdings.delete(subscriber)
+    if (sizeOf(holding) === 0) this.#holdings.delete(subscriber)
     this.#unindex(pattern, holding)
     return true
   }
@@ -101,7 +126,7 @@ export class Subscriptions<S> {
     const holding = this.#holdings.get(subscriber)
     if (holding === undefined) return
     this.#holdings.delete(subscriber)
-    this.#count -= holding.patterns.length
+    this.#count -= sizeOf(holding)
     for (const pattern of holding.patterns) this.#unindex(pattern, holding)
   }
 
