@@ -43,7 +43,7 @@ export interface BrokerOptions {
   prefetch?: number
   /** Guard on the instance queue's length (x-max-length, overflow drop-head): a stalled instance loses its oldest events instead of filling the broker. Default 100000. */
   maxQueueLength?: number
-  /** First reconnect delay, ms. Default 100. */
+  /** First reconnect delay, ms; doubles per attempt (with a node list, per pass over it). Default 100. */
   reconnectInitialDelayMs?: number
   /** Largest reconnect delay, ms. Default 5000. */
   reconnectMaxDelayMs?: number
