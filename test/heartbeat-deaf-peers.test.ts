@@ -27,11 +27,13 @@ t.test('a peer that never reads but sends unsolicited pongs is terminated after 
   let n = 0
   const ponging = setInterval(() => { if (!closed) deaf.write(clientFrame(guesses[n++ % guesses.length]!, PONG)) }, heartbeatMs / 4)
   t.teardown(() => clearInterval(ponging))
+  // The bound is generous: answered pongs would keep the peer forever, and under the full suite a
+  // busy machine once held this process (server and peer alike) past a bound of 30 heartbeats.
   await waitFor(() => server.app.eventSocket.stats().connections === 1, {
-    what: `the deaf peer to be terminated within ${30 * heartbeatMs} ms despite its pongs`, timeoutMs: 30 * heartbeatMs, detail: () => `${n} pongs sent`
+    what: 'the deaf peer to be terminated despite its pongs', timeoutMs: 10_000, detail: () => `${n} pongs sent`
   })
   clearInterval(ponging)
-  t.pass(`the deaf peer was terminated despite ${n} pongs`)
+  t.ok(n > 0, `the deaf peer was terminated despite ${n} pongs`)
 
   // The answering client's echoed pongs are accepted: it outlives three more
   // heartbeats and still gets an event.
