@@ -9,7 +9,7 @@ import { waitFor } from '../helpers/wait.js'
 // issue 12 run on: formed, reachable on each node, replicating quorum queues
 // and streams to every node; and the helpers that tell where a connection or
 // a queue leader is tell the truth. A node's stop and start is tested in
-// test/cluster-faults.test.ts, the only file that stops nodes; this one is in
+// test/amqp-cluster-faults.test.ts, the only file that stops nodes; this one is in
 // test/serial, which tap runs alone, so that it never checks the cluster
 // while that file has a node down.
 
