@@ -8,6 +8,7 @@ import type { Test } from 'tap'
 import { createAmqpBus } from '../../lib/bus/amqp.js'
 import type { Bus, BusMessage } from '../../lib/bus/types.js'
 import { brokerDefaults, type EventSocketOptions, type ResolvedBrokerOptions } from '../../lib/options.js'
+import { viaManagement } from './management.js'
 
 // Shared by the tests that need the real RabbitMQ (.ci/run starts it).
 
@@ -151,7 +152,10 @@ export function busMessage (topic: string, data: unknown = { topic }): BusMessag
   return { id: randomUUID(), topic, time: Date.now(), payload: Buffer.from(JSON.stringify(data)) }
 }
 
+/** `rabbitmqctl -q ...args` on the machine's broker: through its management API when that answers the command (test/helpers/management.ts), else the CLI. */
 export async function rabbitmqctl (...args: string[]): Promise<string> {
+  const answered = await viaManagement(args)
+  if (answered !== undefined) return answered
   const { stdout } = await run('rabbitmqctl', ['-q', ...args], { timeout: 30_000 })
   return stdout
 }
@@ -173,7 +177,7 @@ export const busCases: BusCase[] = [
 
 export interface Binding { queue: string, key: string }
 
-/** The broker's bindings whose source is `exchange` (rabbitmqctl takes ~0.3-1 s: call it sparingly). */
+/** The broker's bindings whose source is `exchange` (through rabbitmqctl, 1-2 s of CPU, where the management API is off: call it sparingly). */
 export async function bindingsOf (exchange: string, site: BrokerSite = machineBroker): Promise<Binding[]> {
   const out = await site.ctl('list_bindings', 'source_name', 'destination_name', 'routing_key')
   const found: Binding[] = []
