@@ -271,11 +271,10 @@ const FAULTS: Fault[] = [
       const first = where[0] as Placement[]
       const node = (first.find((place) => place.publisher === place.consumer) ?? first[0] as Placement).consumer as string
       // Every other stage gets an instance there too, moved along its node list if none is.
-      for (const [s] of stages.entries()) {
-        if (where[s]?.some((place) => on(place, node)) === true) continue
-        where = await moveUntil(stages, s, 0, where, (place) => on(place, node))
+      for (let s = 1; s < stages.length; s++) {
+        if (where[s]?.some((place) => on(place, node)) !== true) where = await moveUntil(stages, s, 0, where, (place) => on(place, node))
       }
-      const held = stages.flatMap((stage, s) => stage.members.filter((_, i) => on(where[s]?.[i], node)).map((member) => ({ s, i: stage.members.indexOf(member), name: member.name })))
+      const held = stages.flatMap((stage, s) => stage.members.flatMap((member, i) => on(where[s]?.[i], node) ? [{ s, i, name: member.name }] : []))
       return {
         node,
         why: `stopping ${node}: it holds connections of ${held.map((h) => h.name).join(', ')} (${describe(stages, where)})`,
