@@ -1,5 +1,3 @@
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import t, { type Test } from 'tap'
 import { context, propagation, trace } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
@@ -14,6 +12,7 @@ import { futureTraceparent, TRACE_ID, traceCases, VALID_PARENT, type TraceCase }
 import { scrape } from './helpers/prom-text.js'
 import { openClient, startServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
+import { gc } from './helpers/gc.js'
 
 // Attacks on tracing (lib/tracing.ts) with @opentelemetry/api installed and
 // an SDK registered (W3C propagator): foreign AMQP messages whose trace
@@ -79,8 +78,6 @@ for (const history of [false, true]) {
 
 /** The heap in use once everything unreachable is collected. */
 function heapAfterGc (): number {
-  setFlagsFromString('--expose-gc')
-  const gc = runInNewContext('gc') as () => void
   gc()
   gc()
   return process.memoryUsage().heapUsed

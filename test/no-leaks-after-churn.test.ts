@@ -1,9 +1,8 @@
 import t from 'tap'
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import { churn } from './helpers/churn.js'
 import { delay, startServer, type TestServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
+import { gc } from './helpers/gc.js'
 
 // Leaks: connections opened, subscribed and closed in a loop must
 // leave heap, handles, subscriptions and bound patterns where they were, and
@@ -13,10 +12,6 @@ const CONNECTIONS = Number(process.env.LEAK_CONNECTIONS ?? 10_000)
 const PARALLEL = 50
 /** Heap growth tolerated over the whole loop, after a full collection: about 400 bytes per connection at 10,000. */
 const HEAP_BOUND = 4 * 1024 * 1024
-
-// A full collection without --expose-gc on the command line.
-setFlagsFromString('--expose-gc')
-const gc = runInNewContext('gc') as () => void
 
 async function settledHeap (): Promise<number> {
   for (let i = 0; i < 3; i++) {

@@ -1,10 +1,9 @@
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import type { WebSocket } from 'ws'
 import { delay, openClient, startServer, type TestClient, type TestServer } from './helpers/server.js'
 import { clientFrame, closeCodeOf, rawWebSocket } from './helpers/raw-socket.js'
 import { waitFor } from './helpers/wait.js'
+import { gc } from './helpers/gc.js'
 
 // A reader that stops reading at the TCP level. Once the kernel
 // buffers on both sides are full, every frame written stays in the server's
@@ -42,12 +41,6 @@ async function publishUntilClosed (server: TestServer, before: number, maxEvents
   return ids
 }
 
-// Memory is compared after a full collection: buffers already released but
-// not yet collected (more of them on a loaded machine, where GC runs later)
-// are not held by anyone.
-setFlagsFromString('--expose-gc')
-const collectGarbage = runInNewContext('gc') as () => void
-
 /** Waits for `count` events on `client` (a timeout names how many came: the events themselves are 100 KiB each). */
 async function everyEvent (client: TestClient, count: number): Promise<void> {
   await waitFor(() => client.events().length >= count, { what: `${count} events on the healthy client`, detail: () => `${client.events().length} arrived` })
@@ -60,14 +53,14 @@ t.test('a reader that stops reading is closed with 4008 once maxBufferedBytes is
   const healthy = await openClient(t, server, { sub: 'healthy' })
   await healthy.subscribe('stall.*')
   const socket = await stalledReader(t, server)
-  collectGarbage()
+  gc()
   const memoryBefore = process.memoryUsage()
 
   let maxBuffered = 0
   const ids = await publishUntilClosed(server, 0, 2000, () => {
     for (const ws of serverSockets(server)) maxBuffered = Math.max(maxBuffered, ws.bufferedAmount)
   })
-  collectGarbage()
+  gc()
   const memoryAfter = process.memoryUsage()
   const published = ids.length
   t.comment(`closed after ${published} events of 100 KiB (${(published * 0.1).toFixed(0)} MiB); server socket buffer peaked at ${(maxBuffered / MiB).toFixed(1)} MiB`)

@@ -1,15 +1,10 @@
 import t from 'tap'
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import fc from 'fast-check'
 import { compilePattern } from '../lib/client/patterns.js'
 import { referenceMatch } from './fixtures/topic-cases.js'
 import { canonicalPattern, multiWordWildcards, patternProblem, topicProblem } from '../lib/topics.js'
 import { TopicIndex } from '../lib/client/topic-index.js'
-
-// A full collection without --expose-gc on the command line.
-setFlagsFromString('--expose-gc')
-const gc = runInNewContext('gc') as () => void
+import { gc } from './helpers/gc.js'
 
 t.test('topic syntax', async (t) => {
   for (const topic of ['orders', 'orders.eu.created', 'user.42.inbox', 'a-b_c:d@e.F9']) t.equal(topicProblem(topic), undefined, topic)
