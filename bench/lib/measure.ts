@@ -90,3 +90,10 @@ export async function fixedRate (deployment: Deployment, drive: DriveArgs & { ra
     receiver: after.cpus.length > 1 ? percent(after.cpus[1]! - before.cpus[1]!) : undefined
   }
 }
+
+/** Drives `deployment` at a fixed rate for `seconds`, unmeasured, and waits for its frames: code run hot before a point that measures it. */
+export async function warmUp (deployment: Deployment, drive: DriveArgs & { rate: number }, seconds: number): Promise<void> {
+  await deployment.drive(drive)
+  await sleep(seconds * 1000)
+  await deployment.halt()
+}

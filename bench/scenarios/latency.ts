@@ -6,7 +6,7 @@
 // write, against bare ws writing pre-framed buffers.
 import { FANOUT_TOPIC } from '../lib/config.js'
 import { withPeers, type Deployment } from '../lib/deploy.js'
-import { fixedRate, type RatePoint } from '../lib/measure.js'
+import { fixedRate, warmUp, type RatePoint } from '../lib/measure.js'
 import { atMost, headline, peersOf, type Cell, type Context, type ScenarioResult, type Table, type Target } from '../lib/results.js'
 import { interleaved, median, mediansOf, ratios, roundsSpread, spreadCell } from '../lib/sampled.js'
 import type { PeerName } from '../lib/peers.js'
@@ -27,6 +27,16 @@ const HOPS: Array<[string, PeerName, PeerName]> = [['evsock', 'evsock-amqp', 'ev
 /** The target point of the broker hop (issue 14). */
 const HOP_TARGET = { subs: 100, rate: 100, p50: 1, p99: 3 }
 const FANOUT_TARGET = 1.2
+/**
+ * Before the points of a subscriber count, every deployment is driven for
+ * WARM_SECONDS at WARM_FRAMES frames/s. A point's own warm-up (--warmup) is
+ * one or two events at 10 events/s: measured without this, a fresh server's
+ * first hundred events ran its code unoptimised (the plugin's per-socket
+ * delivery took 8 µs a socket for its first 60 events, 0.4 µs after), which
+ * made the first point's fan-out time a measure of V8's compiler.
+ */
+const WARM_SECONDS = 1
+const WARM_FRAMES = 10_000
 
 export const ms = (us: number): string => (us / 1000).toFixed(2)
 
@@ -53,6 +63,8 @@ export async function measureRates (context: Context, deployments: Deployment[],
     if (subs > connected) {
       for (const deployment of deployments) await deployment.connect(subs - connected, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
       connected = subs
+      const warm = { rate: Math.max(1, Math.round(WARM_FRAMES / subs)), size: SIZE, topic: FANOUT_TOPIC }
+      for (const deployment of deployments) await warmUp(deployment, warm, WARM_SECONDS)
     }
     // µs per frame times frames per second, over 10^4: percent of one core.
     const predicted = generatorPerFrame * rate * subs / 1e4
