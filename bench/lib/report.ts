@@ -81,7 +81,7 @@ function sectionText (section: Section, run: Run): string {
   return [
     heading(section),
     '',
-    `A separate run, ${run.started}, ${run.seconds.toFixed(0)} s, on the same machine (load average ${run.machine.load.toFixed(2)} at its start):`,
+    `A separate run, ${run.started}, ${run.seconds.toFixed(0)} s, on ${run.machine.cpu}, ${run.machine.cores} cores (load average ${run.machine.load.toFixed(2)} at its start):`,
     ...ABOUT[section],
     '',
     render(run),
