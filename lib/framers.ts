@@ -15,30 +15,52 @@ export interface Framer {
 }
 
 /**
- * Whole frames of this turn's events, shared by the sockets they go to. Sockets
- * that subscribed together number their events alike, so in a fan-out of one
- * event most of them get the same frame, down to its `seq`: it is built once
- * and the same buffer is written to each, as a bare `ws` server writes one
- * pre-framed buffer. Kept for one turn (FlushQueue clears it), so that it
- * never outlives the writes it serves.
+ * The frames of this turn's events, shared by the sockets they go to. Sockets
+ * that subscribed together number their events alike, so in a fan-out most of
+ * them are sent the same events with the same seqs: the bytes of the turn are
+ * built once and the same buffer is written to each, as a bare `ws` server
+ * writes one pre-framed buffer (for several events, one buffer of all their
+ * frames, where a buffer per socket cost an allocation and a copy of every
+ * byte per socket: past 4 KB, Buffer's pool, an allocation of its own each).
+ * Kept for one turn (FlushQueue clears it), so that it never outlives the
+ * writes it serves.
  */
 export class SharedFrames {
-  readonly #frames = new Map<OutboundEvent, { format: Format, seq: number, frame: Buffer }>()
+  /** By the first event of the run they frame; a run that differs from the one kept replaces it. */
+  readonly #runs = new Map<OutboundEvent, { format: Format, seq: number, events: OutboundEvent[], bytes: Buffer }>()
 
-  /** `event`'s frame with `seq` in `format`: the one built for an earlier socket of this turn, or a new one (then kept in its place). */
-  frame (event: OutboundEvent, format: Format, seq: number): Buffer {
-    const kept = this.#frames.get(event)
-    if (kept !== undefined && kept.seq === seq && kept.format === format) return kept.frame
-    const payloadLength = event.payloadLength(format, seq)
-    const frame = Buffer.allocUnsafe(headerLength(payloadLength) + payloadLength)
-    writeEventFrame(frame, 0, event, format, seq)
-    this.#frames.set(event, { format, seq, frame })
-    return frame
+  /** The frames of `events`, numbered from `seq`, in `format`: the buffer built for an earlier socket of this turn, or a new one (then kept in its place). */
+  frames (events: readonly OutboundEvent[], format: Format, seq: number): Buffer {
+    const first = events[0] as OutboundEvent
+    const kept = this.#runs.get(first)
+    if (kept !== undefined && kept.seq === seq && kept.format === format && sameEvents(kept.events, events)) return kept.bytes
+    let length = 0
+    for (let i = 0; i < events.length; i++) {
+      const payloadLength = (events[i] as OutboundEvent).payloadLength(format, seq + i)
+      length += headerLength(payloadLength) + payloadLength
+    }
+    const bytes = Buffer.allocUnsafe(length)
+    let at = 0
+    for (let i = 0; i < events.length; i++) at = writeEventFrame(bytes, at, events[i] as OutboundEvent, format, seq + i)
+    this.#runs.set(first, { format, seq, events: events.slice(), bytes })
+    return bytes
   }
 
   clear (): void {
-    this.#frames.clear()
+    this.#runs.clear()
   }
+}
+
+function sameEvents (a: readonly OutboundEvent[], b: readonly OutboundEvent[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** `entries` as events only, or undefined when a control message is among them. */
+function onlyEvents (entries: readonly OutboxEntry[]): readonly OutboundEvent[] | undefined {
+  for (const entry of entries) if (!(entry instanceof OutboundEvent)) return undefined
+  return entries as readonly OutboundEvent[]
 }
 
 export function framerFor (socket: WebSocket, format: Format, shared: SharedFrames): Framer {
@@ -73,11 +95,11 @@ class DirectFramer implements Framer {
 
   write (entries: readonly OutboxEntry[], first: number): number {
     const format = this.#format
-    // One event this turn, the common case: its frame may be another socket's already.
-    const only = entries.length === 1 ? entries[0] : undefined
-    if (only instanceof OutboundEvent) {
-      this.#tcp.write(this.#shared.frame(only, format, first))
-      return 1
+    // Events only, the common case: their frames may be another socket's already.
+    const events = onlyEvents(entries)
+    if (events !== undefined) {
+      this.#tcp.write(this.#shared.frames(events, format, first))
+      return events.length
     }
     let length = 0
     let seq = first

@@ -83,3 +83,30 @@ t.test('one event to sockets that number it alike is framed once; another seq or
   framerFor(batch.ws, 'json', shared).write([event, event], 5)
   t.equal(batch.written.length, 1, 'two events of one turn still leave in one write')
 })
+
+/** The messages of a buffer of whole unmasked text frames with short payloads. */
+function messages (bytes: Buffer): Array<{ seq: number, id: string }> {
+  const out: Array<{ seq: number, id: string }> = []
+  for (let at = 0; at < bytes.length; at += 2 + (bytes[at + 1] as number)) out.push(JSON.parse(bytes.subarray(at + 2, at + 2 + (bytes[at + 1] as number)).toString()))
+  return out
+}
+
+t.test('several events of one turn to sockets that number them alike are one buffer, written to each; a run that differs gets its own', async (t) => {
+  const shared = new SharedFrames()
+  const [e1, e2, e3] = ['e1', 'e2', 'e3'].map((id) => new OutboundEvent({ topic: 'c.x', id, payload: Buffer.from('{"n":1}'), time: 0 } as BusMessage))
+  const sockets = Array.from({ length: 6 }, recordingSocket)
+  const write = (i: number, entries: Array<OutboundEvent | Buffer>, seq: number): number => framerFor(sockets[i]!.ws, 'json', shared).write(entries, seq)
+  t.equal(write(0, [e1!, e2!, e3!], 5), 3)
+  t.equal(write(1, [e1!, e2!, e3!], 5), 3)
+  write(2, [e1!, e2!], 5)
+  write(3, [e1!, e3!, e2!], 5)
+  write(4, [e1!, e2!, e3!], 6)
+  t.equal(write(5, [e1!, Buffer.from('{"op":"ok"}'), e2!], 5), 2, 'a control message among them: two events written')
+  const [a, b, c, d, e, f] = sockets.map(({ written }) => { t.equal(written.length, 1, 'one write per socket'); return written[0] as Buffer })
+  t.equal(b, a, 'the sockets sent the same run at the same seqs were written the same buffer')
+  t.same(messages(a!).map((m) => [m.id, m.seq]), [['e1', 5], ['e2', 6], ['e3', 7]])
+  t.same(messages(c!).map((m) => [m.id, m.seq]), [['e1', 5], ['e2', 6]], 'a shorter run: its own frames')
+  t.same(messages(d!).map((m) => [m.id, m.seq]), [['e1', 5], ['e3', 6], ['e2', 7]], 'another order: its own frames')
+  t.same(messages(e!).map((m) => [m.id, m.seq]), [['e1', 6], ['e2', 7], ['e3', 8]], 'other seqs: its own frames')
+  t.same(messages(f!).map((m) => [m.id, m.seq ?? m]), [['e1', 5], [undefined, { op: 'ok' }], ['e2', 6]], 'with a control message: its own buffer, in order')
+})
