@@ -9,6 +9,7 @@ import { OutboundStream, type StreamFault } from '../lib/outbound.js'
 import { startServer, type Message, type TestServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
 import { gc } from './helpers/gc.js'
+import { seededRandom } from './helpers/seeded-random.js'
 
 // Red-team attack on commit 526c11a: SharedFrames.frames(events, format, seq)
 // builds the frames of a run of events once per turn and DirectFramer hands
@@ -22,17 +23,6 @@ import { gc } from './helpers/gc.js'
 // goes through SendFramer (ws.send, one payload per message).
 
 // ---------------------------------------------------------------- helpers
-
-/** A deterministic PRNG (mulberry32), so that a failure replays. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let r = Math.imul(a ^ (a >>> 15), 1 | a)
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 let nextEventId = 0
 
@@ -197,7 +187,7 @@ t.test('1,000 sockets, each a distinct run in one turn (same first events, other
   const sizes = [3, 60, 110, 200, 3000, 65_500, 70_000]
   const pool = sizes.map((size) => makeEvent(size))
   for (const event of pool) t.ok(event.encodes('json') && event.encodes('msgpack'))
-  const random = prng(1000)
+  const random = seededRandom(1000)
   const writes: Array<{ entries: OutboxEntry[], format: Format, seq: number, socket: ReturnType<typeof directSocket> }> = []
   for (let i = 0; i < 1000; i++) {
     // Every run starts with one of three events: the kept run of its key is replaced over and over.
@@ -248,7 +238,7 @@ t.test('streams of one flush queue at different seqs and windows, bursts of ever
   const flushes = new FlushQueue()
   let written = 0
   const host = { flushes, sent: (count: number) => { written += count }, slowConsumer: () => {} }
-  const random = prng(526)
+  const random = seededRandom(526)
   const cohorts = 12
   const perCohort = 16
   // A cohort subscribes at one turn with one window and format: its streams number alike, so share runs, until some of them drift.

@@ -4,6 +4,7 @@ import { bindingsOf, brokerOptions, requireBroker, type Binding } from './helper
 import { churn } from './helpers/churn.js'
 import { delay, openClient, startServer, type Message, type TestServer } from './helpers/server.js'
 import { waitFor } from './helpers/wait.js'
+import { seededRandom } from './helpers/seeded-random.js'
 
 // Storms and churn on the real RabbitMQ:
 // inbound-rate-limits and no-leaks-after-churn prove the topic index stays bounded and
@@ -47,17 +48,6 @@ function sampler (exchange: string, pauseMs = 150): { samples: number[], stop: (
   return { samples, stop: async () => { stop.abort(); await running } }
 }
 
-/** A small seeded PRNG (mulberry32), so that a failing storm can be replayed exactly. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let r = Math.imul(a ^ (a >>> 15), 1 | a)
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 if (await requireBroker(t)) {
   t.test('a subscribe/unsubscribe storm keeps the broker\'s bindings within maxSubscriptions + 1 and leaves only the quiet client\'s', async (t) => {
     const MAX = 20
@@ -72,7 +62,7 @@ if (await requireBroker(t)) {
     // 150 distinct patterns of several shapes, and a model of what the server must answer.
     const pool = Array.from({ length: 150 }, (_, i) => [`storm.p${i}.#`, `storm.*.p${i}`, `storm.p${i}`][i % 3] as string)
     const seed = Number(process.env.STORM_SEED ?? 0x5eed)
-    const rand = random(seed)
+    const rand = seededRandom(seed)
     const pick = (): string => pool[Math.floor(rand() * pool.length)] as string
     const held = new Set<string>()
     const expected = new Map<number, string>() // id -> 'ok' | error code
