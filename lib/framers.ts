@@ -34,14 +34,7 @@ export class SharedFrames {
     const first = events[0] as OutboundEvent
     const kept = this.#runs.get(first)
     if (kept !== undefined && kept.seq === seq && kept.format === format && sameEvents(kept.events, events)) return kept.bytes
-    let length = 0
-    for (let i = 0; i < events.length; i++) {
-      const payloadLength = (events[i] as OutboundEvent).payloadLength(format, seq + i)
-      length += headerLength(payloadLength) + payloadLength
-    }
-    const bytes = Buffer.allocUnsafe(length)
-    let at = 0
-    for (let i = 0; i < events.length; i++) at = writeEventFrame(bytes, at, events[i] as OutboundEvent, format, seq + i)
+    const bytes = frameAll(events, format, seq)
     this.#runs.set(first, { format, seq, events: events.slice(), bytes })
     return bytes
   }
@@ -57,10 +50,33 @@ function sameEvents (a: readonly OutboundEvent[], b: readonly OutboundEvent[]): 
   return true
 }
 
-/** `entries` as events only, or undefined when a control message is among them. */
-function onlyEvents (entries: readonly OutboxEntry[]): readonly OutboundEvent[] | undefined {
-  for (const entry of entries) if (!(entry instanceof OutboundEvent)) return undefined
-  return entries as readonly OutboundEvent[]
+/** How many of `entries` are events (the rest are control messages). */
+function eventsIn (entries: readonly OutboxEntry[]): number {
+  let events = 0
+  for (const entry of entries) if (entry instanceof OutboundEvent) events++
+  return events
+}
+
+/** The whole frames of `entries` in one buffer, the events among them numbered from `seq`. */
+function frameAll (entries: readonly OutboxEntry[], format: Format, seq: number): Buffer {
+  let length = 0
+  let next = seq
+  for (const entry of entries) {
+    const payloadLength = entry instanceof OutboundEvent ? entry.payloadLength(format, next++) : entry.length
+    length += headerLength(payloadLength) + payloadLength
+  }
+  const bytes = Buffer.allocUnsafe(length)
+  let at = 0
+  next = seq
+  for (const entry of entries) {
+    if (entry instanceof OutboundEvent) {
+      at = writeEventFrame(bytes, at, entry, format, next++)
+    } else {
+      at = writeHeader(bytes, at, format === 'msgpack', entry.length)
+      at += entry.copy(bytes, at)
+    }
+  }
+  return bytes
 }
 
 export function framerFor (socket: WebSocket, format: Format, shared: SharedFrames): Framer {
@@ -83,45 +99,24 @@ function tcpOf (socket: WebSocket): TcpSocket | undefined {
 class DirectFramer implements Framer {
   readonly #tcp: TcpSocket
   readonly #format: Format
-  readonly #binary: boolean
   readonly #shared: SharedFrames
 
   constructor (tcp: TcpSocket, format: Format, shared: SharedFrames) {
     this.#tcp = tcp
     this.#format = format
-    this.#binary = format === 'msgpack'
     this.#shared = shared
   }
 
   write (entries: readonly OutboxEntry[], first: number): number {
-    const format = this.#format
+    const events = eventsIn(entries)
     // Events only, the common case: their frames may be another socket's already.
-    const events = onlyEvents(entries)
-    if (events !== undefined) {
-      this.#tcp.write(this.#shared.frames(events, format, first))
-      return events.length
-    }
-    let length = 0
-    let seq = first
-    for (const entry of entries) {
-      const payloadLength = entry instanceof OutboundEvent ? entry.payloadLength(format, seq++) : entry.length
-      length += headerLength(payloadLength) + payloadLength
-    }
-    const batch = Buffer.allocUnsafe(length)
-    let at = 0
-    seq = first
-    for (const entry of entries) {
-      if (entry instanceof OutboundEvent) {
-        at = writeEventFrame(batch, at, entry, format, seq++)
-      } else {
-        at = writeHeader(batch, at, this.#binary, entry.length)
-        at += entry.copy(batch, at)
-      }
-    }
+    const bytes = events === entries.length
+      ? this.#shared.frames(entries as readonly OutboundEvent[], this.#format, first)
+      : frameAll(entries, this.#format, first)
     // Without compression ws's sender never queues, so this write stays in
     // order with the pings and the close frame ws writes itself.
-    this.#tcp.write(batch)
-    return seq - first
+    this.#tcp.write(bytes)
+    return events
   }
 }
 
