@@ -39,15 +39,15 @@ t.setTimeout(300_000)
 
 const allNodes = [nodeName(1), nodeName(2), nodeName(3)]
 const numberOf = (node: string): number => allNodes.indexOf(node) + 1
+/** Between two looks at the cluster while waiting: each is a rabbitmqctl, an Erlang VM of 1 to 2 s of CPU. */
+const POLL_MS = 1000
+
 /**
  * How a publish may fail during a failover: unconfirmed when its connection
  * dropped, or nacked by a quorum queue (or the stream) whose leader was
  * stopping, which RabbitMQ does for the publishes routed to it until a new
  * leader is elected (docs/rabbitmq.md, "Running on a cluster").
  */
-/** Between two looks at the cluster while waiting: each is a rabbitmqctl, an Erlang VM of 1 to 2 s of CPU. */
-const POLL_MS = 1000
-
 const FAILOVER_CODES = ['FST_EVSOCK_BROKER_UNAVAILABLE', 'FST_EVSOCK_PUBLISH_NACKED']
 
 /** The clients of each instance: wildcards of every kind, overlapping; each matches the publishers' last event (orders.end.paid). */

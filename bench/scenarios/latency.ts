@@ -75,16 +75,17 @@ export async function measureRates (context: Context, deployments: Deployment[],
       const warm = { rate: Math.max(1, Math.round(WARM_FRAMES / subs)), size: SIZE, topic: FANOUT_TOPIC }
       for (const deployment of deployments) await warmUp(deployment, warm, WARM_SECONDS)
     }
+    const estimable = rate * subs >= ESTIMATE_FROM_FRAMES
     // µs per frame times frames per second, over 10^4: percent of one core.
     const predicted = generatorPerFrame * rate * subs / 1e4
-    if (rate * subs >= ESTIMATE_FROM_FRAMES && predicted > GENERATOR_LIMIT) {
+    if (estimable && predicted > GENERATOR_LIMIT) {
       skipped.push({ subs, rate, predicted })
       continue
     }
     const rounds = await interleaved(deployments, args.rounds, (d) => d.name,
       (d) => fixedRate(d, { rate, size: SIZE, topic: FANOUT_TOPIC }, args.warmup, args.latencySeconds))
     points.push({ subs, rate, rounds })
-    if (rate * subs >= ESTIMATE_FROM_FRAMES) {
+    if (estimable) {
       generatorPerFrame = Math.max(...[...rounds.values()].map((samples) => median(samples.map((s) => s.generator * 1e4 / Math.max(1, s.framesPerSec)))))
     }
   }
