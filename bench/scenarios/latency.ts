@@ -26,9 +26,9 @@ const GENERATOR_LIMIT = 50
  * The generator's CPU per frame is estimated from points of at least this
  * many frames/s, and only such points are left out; a lighter one is always
  * measured. Below it the generator's fixed costs dominate: at 1,000 frames/s
- * a peer's generator read 30 to 69 µs a frame, about 10 at 10,000; estimated
- * from the former, 100 events/s to 100 subscribers (every run has measured it
- * under 15%) was left out at a predicted 64 to 69%.
+ * a peer's generator read 22 to 69 µs a frame across runs, 8 to 9 at 10,000;
+ * estimated from the former, 100 events/s to 100 subscribers (every run has
+ * measured it under 15%) was left out at a predicted 64 to 69%.
  */
 const ESTIMATE_FROM_FRAMES = 5000
 /** The broker hops: the peer with a broker, and the same server in memory. */
