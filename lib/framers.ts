@@ -26,21 +26,28 @@ export interface Framer {
  * writes it serves.
  */
 export class SharedFrames {
-  /** By the first event of the run they frame; a run that differs from the one kept replaces it. */
-  readonly #runs = new Map<OutboundEvent, { format: Format, seq: number, events: OutboundEvent[], bytes: Buffer }>()
+  /**
+   * By format, then by the first event of the run they frame; a run that
+   * differs from the one kept replaces it. One map per format: with one for
+   * both, sockets of the two formats interleaved (as they connect) evicted
+   * each other's runs, and every socket built its own.
+   */
+  readonly #runs: Record<Format, Map<OutboundEvent, { seq: number, events: OutboundEvent[], bytes: Buffer }>> = { json: new Map(), msgpack: new Map() }
 
   /** The frames of `events`, numbered from `seq`, in `format`: the buffer built for an earlier socket of this turn, or a new one (then kept in its place). */
   frames (events: readonly OutboundEvent[], format: Format, seq: number): Buffer {
     const first = events[0] as OutboundEvent
-    const kept = this.#runs.get(first)
-    if (kept !== undefined && kept.seq === seq && kept.format === format && sameEvents(kept.events, events)) return kept.bytes
+    const runs = this.#runs[format]
+    const kept = runs.get(first)
+    if (kept !== undefined && kept.seq === seq && sameEvents(kept.events, events)) return kept.bytes
     const bytes = frameAll(events, format, seq)
-    this.#runs.set(first, { format, seq, events: events.slice(), bytes })
+    runs.set(first, { seq, events: events.slice(), bytes })
     return bytes
   }
 
   clear (): void {
-    this.#runs.clear()
+    this.#runs.json.clear()
+    this.#runs.msgpack.clear()
   }
 }
 
