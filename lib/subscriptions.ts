@@ -8,38 +8,54 @@ import type { Bus } from './bus/types.js'
 // The bus only remembers what it must to bind again after a reconnect.
 
 /**
- * A subscriber's entry in the index, with the patterns it holds: an array
- * while they are few, because most connections hold one or two and a Set's
- * hash table costs about 300 bytes per connection; a Set past `SET_FROM`, so
- * that a client allowed thousands (`maxSubscriptions`) cannot make each of
- * its subscribes search them all.
+ * A subscriber's entry in the index, with the patterns it holds: the pattern
+ * itself while it holds one, as most connections do; an array while they are
+ * few (a Set's hash table costs about 300 bytes per connection, an array of
+ * one about 56 bytes more than the string); a Set past `SET_FROM`, so that a
+ * client allowed thousands (`maxSubscriptions`) cannot make each of its
+ * subscribes search them all.
  */
 interface Holding<S> {
   readonly subscriber: S
-  patterns: string[] | Set<string>
+  patterns: string | string[] | Set<string>
 }
 
 const SET_FROM = 16
 
 function holds (holding: Holding<unknown>, pattern: string): boolean {
-  return Array.isArray(holding.patterns) ? holding.patterns.includes(pattern) : holding.patterns.has(pattern)
+  const { patterns } = holding
+  return typeof patterns === 'string' ? patterns === pattern : Array.isArray(patterns) ? patterns.includes(pattern) : patterns.has(pattern)
 }
 
 function sizeOf (holding: Holding<unknown>): number {
-  return Array.isArray(holding.patterns) ? holding.patterns.length : holding.patterns.size
+  const { patterns } = holding
+  return typeof patterns === 'string' ? 1 : Array.isArray(patterns) ? patterns.length : patterns.size
+}
+
+/** The patterns held, as something to walk. */
+function listOf (holding: Holding<unknown>): Iterable<string> {
+  return typeof holding.patterns === 'string' ? [holding.patterns] : holding.patterns
 }
 
 function addTo (holding: Holding<unknown>, pattern: string): void {
-  if (!Array.isArray(holding.patterns)) holding.patterns.add(pattern)
-  else if (holding.patterns.length < SET_FROM) holding.patterns.push(pattern)
-  else holding.patterns = new Set([...holding.patterns, pattern])
+  const { patterns } = holding
+  if (typeof patterns === 'string') holding.patterns = [patterns, pattern]
+  else if (!Array.isArray(patterns)) patterns.add(pattern)
+  else if (patterns.length < SET_FROM) patterns.push(pattern)
+  else holding.patterns = new Set([...patterns, pattern])
 }
 
-/** Whether it held `pattern`. */
+/** Whether it held `pattern`; a holding left with none is the caller's to drop. */
 function deleteFrom (holding: Holding<unknown>, pattern: string): boolean {
-  if (!Array.isArray(holding.patterns)) return holding.patterns.delete(pattern)
-  const at = holding.patterns.indexOf(pattern)
-  if (at !== -1) holding.patterns.splice(at, 1)
+  const { patterns } = holding
+  if (typeof patterns === 'string') {
+    if (patterns !== pattern) return false
+    holding.patterns = []
+    return true
+  }
+  if (!Array.isArray(patterns)) return patterns.delete(pattern)
+  const at = patterns.indexOf(pattern)
+  if (at !== -1) patterns.splice(at, 1)
   return at !== -1
 }
 
@@ -82,7 +98,8 @@ export class Subscriptions<S> {
 
   /** A copy: the caller may remove while it walks them. */
   patternsOf (subscriber: S): string[] {
-    return [...this.#holdings.get(subscriber)?.patterns ?? []]
+    const holding = this.#holdings.get(subscriber)
+    return holding === undefined ? [] : [...listOf(holding)]
   }
 
   /**
@@ -93,8 +110,7 @@ export class Subscriptions<S> {
   async add (subscriber: S, pattern: string): Promise<void> {
     let holding = this.#holdings.get(subscriber)
     if (holding === undefined) {
-      // Sized for the one pattern: pushed into an empty array, it would get room for 17.
-      holding = { subscriber, patterns: [pattern] }
+      holding = { subscriber, patterns: pattern }
       this.#holdings.set(subscriber, holding)
     } else if (holds(holding, pattern)) {
       return
@@ -127,7 +143,7 @@ export class Subscriptions<S> {
     if (holding === undefined) return
     this.#holdings.delete(subscriber)
     this.#count -= sizeOf(holding)
-    for (const pattern of holding.patterns) this.#unindex(pattern, holding)
+    for (const pattern of listOf(holding)) this.#unindex(pattern, holding)
   }
 
   /** Takes `holding` off `pattern` in the index; the pattern's last holder unbinds it. */
