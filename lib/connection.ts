@@ -2,8 +2,8 @@ import { randomInt, randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket, RawData } from 'ws'
 import { decodeMessage, type Format, type OutboundEvent } from './codec.js'
-import { InboundGuard } from './inbound-guard.js'
-import { OutboundStream, type StreamFault, type StreamHost } from './outbound.js'
+import { InboundGuard, type Breach } from './inbound-guard.js'
+import { OutboundStream, type StreamFault, type StreamHost, type StreamOwner } from './outbound.js'
 import { RequestHandler, type Refusal, type RequestContext, type RequestDeps } from './request-handler.js'
 import { Resume } from './resume.js'
 import type { ReplayHost } from './replay.js'
@@ -42,7 +42,7 @@ let dispose: (connection: Connection, code: number, reason: Buffer) => void
  * (InboundGuard) and its requests (RequestHandler), and owns the socket's
  * lifecycle: hello, heartbeat, token expiry, close.
  */
-export class Connection implements RequestContext {
+export class Connection implements RequestContext, StreamOwner, Breach {
   readonly session = randomUUID()
   readonly format: Format
   readonly socket: WebSocket
@@ -75,8 +75,8 @@ export class Connection implements RequestContext {
     this.request = request
     this.#user = user
     this.format = format
-    this.#stream = new OutboundStream(socket, format, host.options, host.streams, (fault) => { this.#faulted(fault) })
-    this.#guard = new InboundGuard(host.options, (code, reason) => { this.close(code, reason) })
+    this.#stream = new OutboundStream(socket, format, host.options, host.streams, this)
+    this.#guard = new InboundGuard(host.options, this)
     this.#requests = new RequestHandler(this, host)
     this.resume = host.replays === undefined ? undefined : this.#resumeIn(host.replays)
     // Listeners shared by all connections, so that each costs no closures.
@@ -211,7 +211,8 @@ export class Connection implements RequestContext {
     if (payload.length === 4 && payload.readUInt32BE(0) === this.#ping) this.#alive = true
   }
 
-  #faulted (fault: StreamFault): void {
+  /** The stream stopped: a slow consumer, or a write that threw (OutboundStream's owner). */
+  faulted (fault: StreamFault): void {
     if ('slow' in fault) {
       this.log.warn({ pending: this.pendingCount }, `event socket is a slow consumer: ${fault.slow}`)
       const acked = this.resume?.ackedPos

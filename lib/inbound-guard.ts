@@ -9,7 +9,10 @@ import type { ResolvedOptions } from './options.js'
 
 export type GuardLimits = Pick<ResolvedOptions, 'rateLimit' | 'rateBurst' | 'maxMessageBytes' | 'maxBadFrames' | 'badFrameWindowMs'>
 
-export type Breach = (code: CloseCodeValue, reason: string) => void
+/** Closes the connection for a breach: the connection itself, not a closure over it (one function and context less per connection). */
+export interface Breach {
+  close (code: CloseCodeValue, reason: string): void
+}
 
 export class InboundGuard {
   readonly #limits: GuardLimits
@@ -28,14 +31,14 @@ export class InboundGuard {
   admit (data: RawData): Buffer | undefined {
     // Before the bytes are gathered: a flood should cost as little as possible.
     if (!this.#rate.take()) {
-      this.#breach(CloseCode.RateLimited, 'rate limit exceeded')
+      this.#breach.close(CloseCode.RateLimited, 'rate limit exceeded')
       return undefined
     }
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)
     // ws enforces maxPayload when this plugin registered it; an app's own
     // @fastify/websocket may allow more, so the limit is checked here as well.
     if (bytes.length > this.#limits.maxMessageBytes) {
-      this.#breach(CloseCode.TooBig, 'frame too large')
+      this.#breach.close(CloseCode.TooBig, 'frame too large')
       return undefined
     }
     return bytes
@@ -55,6 +58,6 @@ export class InboundGuard {
       this.#badFrames = 0
       this.#badFramesSince = now
     }
-    if (++this.#badFrames >= this.#limits.maxBadFrames) this.#breach(CloseCode.TooManyBadFrames, 'too many bad frames')
+    if (++this.#badFrames >= this.#limits.maxBadFrames) this.#breach.close(CloseCode.TooManyBadFrames, 'too many bad frames')
   }
 }

@@ -14,6 +14,14 @@ export type StreamLimits = Pick<ResolvedOptions, 'window' | 'maxPendingEvents' |
 /** What stops a stream: a peer that cannot keep up, or a write that threw. */
 export type StreamFault = { slow: string } | { failed: unknown }
 
+/**
+ * Who is told of a fault: the connection itself, not a closure over it, which
+ * would cost every connection a function and a context.
+ */
+export interface StreamOwner {
+  faulted (fault: StreamFault): void
+}
+
 /** Shared by every stream of an instance. */
 export interface StreamHost {
   readonly flushes: FlushQueue
@@ -33,7 +41,7 @@ export class OutboundStream {
   readonly #format: Format
   readonly #limits: StreamLimits
   readonly #host: StreamHost
-  readonly #fault: (fault: StreamFault) => void
+  readonly #owner: StreamOwner
   readonly #framer: Framer
   /** Last `seq` written, and last `seq` the client acknowledged. */
   #sent = 0
@@ -50,12 +58,12 @@ export class OutboundStream {
   /** The replay waiting for the window to have room (history on). */
   #roomWaiter: ((open: boolean) => void) | undefined
 
-  constructor (socket: WebSocket, format: Format, limits: StreamLimits, host: StreamHost, fault: (fault: StreamFault) => void) {
+  constructor (socket: WebSocket, format: Format, limits: StreamLimits, host: StreamHost, owner: StreamOwner) {
     this.#socket = socket
     this.#format = format
     this.#limits = limits
     this.#host = host
-    this.#fault = fault
+    this.#owner = owner
     this.#framer = framerFor(socket, format, host.flushes.frames)
     if (limits.history !== undefined) this.#offsets = new Float64Array(limits.window)
   }
@@ -133,14 +141,14 @@ export class OutboundStream {
     this.#outbox = undefined
     // After our close frame nothing may follow; a peer's close made the socket unwritable.
     if (this.#stopped || this.#socket.readyState !== WebSocket.OPEN) return
-    this.#host.sent(this.#framer.write(outbox, this.#outboxSeq))
+    this.#host.sent(this.#framer.write(this.#socket, outbox, this.#outboxSeq))
     // The window bounds events, not bytes: a peer that stopped reading at the
     // TCP level would otherwise pile its frames up in our memory.
     if (this.#socket.bufferedAmount > this.#limits.maxBufferedBytes) this.#slow('socket buffer overflowed')
   }
 
   flushFailed (err: unknown): void {
-    this.#fault({ failed: err })
+    this.#owner.faulted({ failed: err })
   }
 
   /** Nothing more is sent; what waits is dropped. Flush first to keep this turn's frames. */
@@ -158,7 +166,7 @@ export class OutboundStream {
 
   #slow (why: string): void {
     this.#host.slowConsumer(this.pendingCount)
-    this.#fault({ slow: why })
+    this.#owner.faulted({ slow: why })
   }
 
   #sendEvent (event: OutboundEvent): void {

@@ -39,7 +39,7 @@ const limits = { rateLimit: 0.001, rateBurst: 2, maxMessageBytes: 10, maxBadFram
 
 t.test('the inbound guard closes on rate, size and bad frames, and an ack gives its token back', async (t) => {
   const breaches: Array<[number, string]> = []
-  const guard = new InboundGuard(limits, (code, reason) => breaches.push([code, reason]))
+  const guard = new InboundGuard(limits, { close: (code, reason) => { breaches.push([code, reason]) } })
   t.same(guard.admit(Buffer.from('12345')), Buffer.from('12345'))
   t.same(guard.admit([Buffer.from('ab'), Buffer.from('cd')]), Buffer.from('abcd'), 'fragments are joined')
   guard.ackMoved()
@@ -47,11 +47,11 @@ t.test('the inbound guard closes on rate, size and bad frames, and an ack gives 
   t.equal(guard.admit(Buffer.from('x')), undefined, 'past the burst')
   t.same(breaches, [[CloseCode.RateLimited, 'rate limit exceeded']])
 
-  const sized = new InboundGuard(limits, (code, reason) => breaches.push([code, reason]))
+  const sized = new InboundGuard(limits, { close: (code, reason) => { breaches.push([code, reason]) } })
   t.equal(sized.admit(Buffer.alloc(11)), undefined)
   t.same(breaches.at(-1), [CloseCode.TooBig, 'frame too large'])
 
-  const bad = new InboundGuard(limits, (code, reason) => breaches.push([code, reason]))
+  const bad = new InboundGuard(limits, { close: (code, reason) => { breaches.push([code, reason]) } })
   const count = breaches.length
   bad.badFrame(0)
   bad.badFrame(500)
@@ -76,7 +76,7 @@ t.test('the outbound stream sends within the window, queues behind it, and drain
   const faults: StreamFault[] = []
   let eventsOut = 0
   const host = { flushes: new FlushQueue(), sent: (n: number) => { eventsOut += n }, slowConsumer: () => {} }
-  const stream = new OutboundStream(socket, 'json', { window: 2, maxPendingEvents: 2, maxPendingBytes: 1000, maxBufferedBytes: 1000 }, host, (fault) => faults.push(fault))
+  const stream = new OutboundStream(socket, 'json', { window: 2, maxPendingEvents: 2, maxPendingBytes: 1000, maxBufferedBytes: 1000 }, host, { faulted: (fault) => { faults.push(fault) } })
   stream.control({ op: 'hello' })
   for (let n = 1; n <= 4; n++) stream.push(event(n))
   t.equal(stream.pendingCount, 2, 'two behind a window of two')
