@@ -4,14 +4,15 @@ import { OutboundEvent, type Format } from './codec.js'
 // How the frames of one turn reach the socket, chosen once per socket.
 // Without per-message compression they are framed here and written to the TCP
 // socket in one buffer; with it, ws must frame (and deflate) each payload, so
-// it is given the payloads and nothing is framed here.
+// it is given the payloads and nothing is framed here. A framer holds no
+// socket: one of each kind and format serves every socket of an instance.
 
 /** An event, or a control message already encoded (no WebSocket header). */
 export type OutboxEntry = OutboundEvent | Buffer
 
 export interface Framer {
-  /** Writes `entries`, the events among them numbered from `seq`; returns how many events were written. */
-  write (entries: readonly OutboxEntry[], seq: number): number
+  /** Writes `entries` to `socket`, the events among them numbered from `seq`; returns how many events were written. */
+  write (socket: WebSocket, entries: readonly OutboxEntry[], seq: number): number
 }
 
 /**
@@ -33,6 +34,8 @@ export class SharedFrames {
    * each other's runs, and every socket built its own.
    */
   readonly #runs: Record<Format, Map<OutboundEvent, { seq: number, events: OutboundEvent[], bytes: Buffer }>> = { json: new Map(), msgpack: new Map() }
+  /** The framers of the sockets that take whole frames, one per format, sharing these frames. */
+  readonly direct: Record<Format, Framer> = { json: new DirectFramer('json', this), msgpack: new DirectFramer('msgpack', this) }
 
   /** The frames of `events`, numbered from `seq`, in `format`: the buffer built for an earlier socket of this turn, or a new one (then kept in its place). */
   frames (events: readonly OutboundEvent[], format: Format, seq: number): Buffer {
@@ -87,8 +90,7 @@ function frameAll (entries: readonly OutboxEntry[], format: Format, seq: number)
 }
 
 export function framerFor (socket: WebSocket, format: Format, shared: SharedFrames): Framer {
-  const tcp = socket.extensions === '' ? tcpOf(socket) : undefined
-  return tcp === undefined ? new SendFramer(socket, format) : new DirectFramer(tcp, format, shared)
+  return socket.extensions === '' && tcpOf(socket) !== undefined ? shared.direct[format] : sendFramers[format]
 }
 
 interface TcpSocket {
@@ -104,17 +106,15 @@ function tcpOf (socket: WebSocket): TcpSocket | undefined {
 
 /** One buffer and one write per turn: a write per frame costs more than building the frames. */
 class DirectFramer implements Framer {
-  readonly #tcp: TcpSocket
   readonly #format: Format
   readonly #shared: SharedFrames
 
-  constructor (tcp: TcpSocket, format: Format, shared: SharedFrames) {
-    this.#tcp = tcp
+  constructor (format: Format, shared: SharedFrames) {
     this.#format = format
     this.#shared = shared
   }
 
-  write (entries: readonly OutboxEntry[], first: number): number {
+  write (socket: WebSocket, entries: readonly OutboxEntry[], first: number): number {
     const events = eventsIn(entries)
     // Events only, the common case: their frames may be another socket's already.
     const bytes = events === entries.length
@@ -122,30 +122,30 @@ class DirectFramer implements Framer {
       : frameAll(entries, this.#format, first)
     // Without compression ws's sender never queues, so this write stays in
     // order with the pings and the close frame ws writes itself.
-    this.#tcp.write(bytes)
+    ;(tcpOf(socket) as TcpSocket).write(bytes)
     return events
   }
 }
 
 class SendFramer implements Framer {
-  readonly #socket: WebSocket
   readonly #format: Format
   readonly #options: { binary: boolean }
 
-  constructor (socket: WebSocket, format: Format) {
-    this.#socket = socket
+  constructor (format: Format) {
     this.#format = format
     this.#options = { binary: format === 'msgpack' }
   }
 
-  write (entries: readonly OutboxEntry[], first: number): number {
+  write (socket: WebSocket, entries: readonly OutboxEntry[], first: number): number {
     let seq = first
     for (const entry of entries) {
-      this.#socket.send(entry instanceof OutboundEvent ? entry.payload(this.#format, seq++) : entry, this.#options)
+      socket.send(entry instanceof OutboundEvent ? entry.payload(this.#format, seq++) : entry, this.#options)
     }
     return seq - first
   }
 }
+
+const sendFramers: Record<Format, Framer> = { json: new SendFramer('json'), msgpack: new SendFramer('msgpack') }
 
 /** Writes `event`'s whole frame with `seq` into `target` at `at`; returns the offset after it. */
 export function writeEventFrame (target: Buffer, at: number, event: OutboundEvent, format: Format, seq: number): number {

@@ -156,7 +156,7 @@ t.test('a run whose seqs cross a digit or varint boundary changes header size wi
       for (const [entries, seq] of writes) {
         const socket = directSocket()
         const events = entries.filter((entry) => entry instanceof OutboundEvent).length
-        const wrote = framerFor(socket.ws, format, shared).write(entries, seq)
+        const wrote = framerFor(socket.ws, format, shared).write(socket.ws, entries, seq)
         checked++
         if (wrote !== events) problems.push(`${format} ${target} at ${seq}: said ${wrote} events written, not ${events}`)
         if (socket.written.length !== 1) problems.push(`${format} ${target} at ${seq}: ${socket.written.length} writes`)
@@ -174,10 +174,10 @@ t.test('the run kept is the one written: an array of entries that changes after 
   const [a, b, c] = [200, 300, 400].map((size) => makeEvent(size))
   const entries: OutboxEntry[] = [a as OutboundEvent, b as OutboundEvent]
   const first = directSocket()
-  framerFor(first.ws, 'json', shared).write(entries, 3)
+  framerFor(first.ws, 'json', shared).write(first.ws, entries, 3)
   entries.push(c as OutboundEvent)
   const second = directSocket()
-  t.equal(framerFor(second.ws, 'json', shared).write([a as OutboundEvent, b as OutboundEvent, c as OutboundEvent], 3), 3)
+  t.equal(framerFor(second.ws, 'json', shared).write(second.ws, [a as OutboundEvent, b as OutboundEvent, c as OutboundEvent], 3), 3)
   t.equal(mismatch(first.written[0]?.chunk ?? Buffer.alloc(0), [a as OutboundEvent, b as OutboundEvent], 'json', 3), undefined, 'the first socket: its two events')
   t.equal(mismatch(second.written[0]?.chunk ?? Buffer.alloc(0), [a as OutboundEvent, b as OutboundEvent, c as OutboundEvent], 'json', 3), undefined, 'the second: all three, not the first one\'s two')
 })
@@ -203,7 +203,7 @@ t.test('1,000 sockets, each a distinct run in one turn (same first events, other
     // Runs that cross a JSON digit or a msgpack uint boundary among them.
     const seq = [1, 8, 97, 125, 65_534][Math.floor(random() * 5)] as number
     const socket = directSocket()
-    framerFor(socket.ws, format, shared).write(entries, seq)
+    framerFor(socket.ws, format, shared).write(socket.ws, entries, seq)
     writes.push({ entries, format, seq, socket })
   }
   const problems: string[] = []
@@ -253,8 +253,8 @@ t.test('streams of one flush queue at different seqs and windows, bursts of ever
     const faults: StreamFault[] = []
     const limits = { window, ...roomy }
     return {
-      direct: new OutboundStream(ds.ws, format, limits, host, (fault) => { faults.push(fault) }),
-      twin: new OutboundStream(ts.ws, format, limits, host, (fault) => { faults.push(fault) }),
+      direct: new OutboundStream(ds.ws, format, limits, host, { faulted: (fault) => { faults.push(fault) } }),
+      twin: new OutboundStream(ts.ws, format, limits, host, { faulted: (fault) => { faults.push(fault) } }),
       directSocket: ds,
       twinSocket: ts,
       format,
@@ -401,7 +401,7 @@ t.test('the runs of a turn are forgotten when it ends: 1,000 distinct runs, a fl
         }
       }
     } as unknown as WebSocket
-    return new OutboundStream(ws, i % 2 === 0 ? 'json' : 'msgpack', { window: 1000, ...roomy }, host, (fault) => { faults.push(fault) })
+    return new OutboundStream(ws, i % 2 === 0 ? 'json' : 'msgpack', { window: 1000, ...roomy }, host, { faulted: (fault) => { faults.push(fault) } })
   })
   const turns = 5
   let stale = 0

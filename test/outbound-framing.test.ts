@@ -64,7 +64,7 @@ t.test('one event to sockets that number it alike is framed once; another seq or
   const framers = sockets.map(({ ws }, i) => framerFor(ws, i === 3 ? 'msgpack' : 'json', shared))
   const event = new OutboundEvent({ topic: 'c.x', id: 'e1', payload: Buffer.from('{"n":1}'), time: 0 } as BusMessage)
   t.ok(event.encodes('json') && event.encodes('msgpack'))
-  for (const [i, framer] of framers.entries()) t.equal(framer.write([event], i === 2 ? 8 : 5), 1)
+  for (const [i, framer] of framers.entries()) t.equal(framer.write(sockets[i]!.ws, [event], i === 2 ? 8 : 5), 1)
   const [a, b, c, d] = sockets.map(({ written }) => written[0] as Buffer)
   t.equal(a, b, 'the two sockets at seq 5 were written the same buffer')
   t.same(message(a!), { op: 'event', seq: 5, topic: 'c.x', id: 'e1', data: { n: 1 } })
@@ -75,12 +75,12 @@ t.test('one event to sockets that number it alike is framed once; another seq or
 
   shared.clear()
   const again = recordingSocket()
-  framerFor(again.ws, 'json', shared).write([event], 5)
+  framerFor(again.ws, 'json', shared).write(again.ws, [event], 5)
   t.not(again.written[0], a, 'after the turn, the frame is built anew: the shared one is not kept')
   t.same(again.written[0], a, 'with the same bytes')
 
   const batch = recordingSocket()
-  framerFor(batch.ws, 'json', shared).write([event, event], 5)
+  framerFor(batch.ws, 'json', shared).write(batch.ws, [event, event], 5)
   t.equal(batch.written.length, 1, 'two events of one turn still leave in one write')
 })
 
@@ -95,7 +95,7 @@ t.test('several events of one turn to sockets that number them alike are one buf
   const shared = new SharedFrames()
   const [e1, e2, e3] = ['e1', 'e2', 'e3'].map((id) => new OutboundEvent({ topic: 'c.x', id, payload: Buffer.from('{"n":1}'), time: 0 } as BusMessage))
   const sockets = Array.from({ length: 6 }, recordingSocket)
-  const write = (i: number, entries: Array<OutboundEvent | Buffer>, seq: number): number => framerFor(sockets[i]!.ws, 'json', shared).write(entries, seq)
+  const write = (i: number, entries: Array<OutboundEvent | Buffer>, seq: number): number => framerFor(sockets[i]!.ws, 'json', shared).write(sockets[i]!.ws, entries, seq)
   t.equal(write(0, [e1!, e2!, e3!], 5), 3)
   t.equal(write(1, [e1!, e2!, e3!], 5), 3)
   write(2, [e1!, e2!], 5)
