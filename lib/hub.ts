@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 import { CloseCode } from './client/close-codes.js'
+import { ConnectionsByUser } from './by-user.js'
 import { OutboundEvent, type Format } from './codec.js'
 import { Connection, type ConnectionHost } from './connection.js'
 import { Deadlines } from './deadlines.js'
@@ -58,7 +59,7 @@ export class Hub implements ConnectionHost {
   readonly #revocations: Revocations
   readonly #connections = new Set<Connection>()
   /** The same connections by user: a revocation (which anyone able to publish on the exchange can send) costs that user's connections, not all. */
-  readonly #connectionsBySub = new Map<string, Set<Connection>>()
+  readonly #connectionsBySub = new ConnectionsByUser<Connection>()
   readonly subscriptions: Subscriptions<Connection>
   readonly #flushes: FlushQueue
   /** Undefined when metrics are off. */
@@ -134,9 +135,7 @@ export class Hub implements ConnectionHost {
     }
     const connection = new Connection(this, socket, request, user, format)
     this.#connections.add(connection)
-    let ofSub = this.#connectionsBySub.get(user.sub)
-    if (ofSub === undefined) this.#connectionsBySub.set(user.sub, ofSub = new Set())
-    ofSub.add(connection)
+    this.#connectionsBySub.add(user.sub, connection)
     connection.log.debug({ format }, 'event socket opened')
   }
 
@@ -186,8 +185,7 @@ export class Hub implements ConnectionHost {
   ended (connection: Connection): void {
     this.subscriptions.removeAll(connection)
     this.#connections.delete(connection)
-    const ofSub = this.#connectionsBySub.get(connection.user.sub)
-    if (ofSub?.delete(connection) === true && ofSub.size === 0) this.#connectionsBySub.delete(connection.user.sub)
+    this.#connectionsBySub.delete(connection.user.sub, connection)
     if (this.#connections.size === 0) this.#lastConnectionEnded?.()
   }
 
@@ -246,7 +244,7 @@ export class Hub implements ConnectionHost {
   #applyRevocation (revocation: Revocation): number {
     this.#revocations.add(revocation)
     let closed = 0
-    for (const connection of this.#connectionsBySub.get(revocation.sub) ?? []) {
+    for (const connection of this.#connectionsBySub.of(revocation.sub)) {
       if (!this.#revocations.refuses(connection.user)) continue
       connection.close(CloseCode.TokenExpired, 'token revoked')
       closed++
