@@ -136,7 +136,7 @@ export class Hub implements ConnectionHost {
     const connection = new Connection(this, socket, request, user, format)
     this.#connections.add(connection)
     this.#connectionsBySub.add(user.sub, connection)
-    connection.log.debug({ format }, 'event socket opened')
+    connection.debug({ format }, 'event socket opened')
   }
 
   #deliver (message: BusMessage): void {

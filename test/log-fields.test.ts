@@ -86,6 +86,37 @@ t.test('a scripted session logs every connection line with its connection, sessi
   for (const secret of [token, refreshed, forged]) t.notOk(log.includes(secret.split('.').at(-1) as string), 'no token signature in the log')
 })
 
+t.test('at info, a connection makes no logger of its own for debug lines; its info line still names its session and user', async (t) => {
+  const entries: LogEntry[] = []
+  const stream = { write: (line: string) => { entries.push(JSON.parse(line) as LogEntry) } }
+  // The bindings of every child made of an upgrade request's logger: the connection's carries its session.
+  const children: Array<Record<string, unknown>> = []
+  const server = await startServer(t, { maxBadFrames: 2 }, (app) => {
+    app.addHook('onRequest', async (request) => {
+      const child = request.log.child.bind(request.log)
+      request.log.child = (bindings, options) => {
+        children.push(bindings)
+        return child(bindings, options)
+      }
+    })
+  }, { level: 'info', stream })
+  const client = new TestClient(server.url, { token: server.sign({ sub: 'quiet' }) })
+  const session = await hello(client)
+  // Refused at debug: not written at info.
+  client.ws.send('not json')
+  await client.next((message) => message.op === 'error' && message.code === 'BAD_REQUEST')
+  t.same(children.filter((bindings) => 'session' in bindings), [], 'opened and refused (debug lines) without a child logger')
+
+  // The second bad frame closes it with 4002, logged at info with its ids.
+  client.ws.send('not json')
+  t.equal((await client.closed).code, 4002)
+  await waitFor(() => entries.some((entry) => entry.msg === 'event socket closed'), { what: 'the 4002 logged' })
+  const closed = entries.find((entry) => entry.msg === 'event socket closed')
+  t.equal(closed?.session, session, 'the info line names the session')
+  t.equal(closed?.user, 'quiet', 'and the user')
+  t.equal(children.filter((bindings) => 'session' in bindings).length, 1, 'the child was made for that line')
+})
+
 t.test('a broker connection cut and its recovery are logged once each, at warn then info', async (t) => {
   if (!await requireBroker(t)) return
   const url = await privateVhost(t)
