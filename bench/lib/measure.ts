@@ -20,6 +20,9 @@ export interface Throughput {
   generator: number
   /** The RabbitMQ nodes the peer uses, added up, over the window (bench/lib/broker-cpu.ts). */
   broker: number | undefined
+  /** Clients closed by the end of the window (the plugin's 4008 among them), and publishes the servers counted as failed so far: a point's own explanation of a low or zero rate. */
+  closed: number
+  failed: number
 }
 
 /** CPU time (µs) over a window of `elapsedMs`, in percent of one core. */
@@ -35,6 +38,7 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
   const after = await deployment.snapshot()
   const broker = brokerCpuBetween(brokerBefore, brokerCpu(deployment.brokerPorts))
   const published = await deployment.halt(!last)
+  const failed = (await deployment.stats()).reduce((total, stats) => total + (stats.failed ?? 0), 0)
   const frames = after.events - before.events
   const percent = percentOf(after.at - before.at)
   return {
@@ -43,7 +47,9 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
     published,
     server: percent(after.cpu - before.cpu),
     generator: percent(after.generatorCpu - before.generatorCpu),
-    broker: broker === undefined ? undefined : percent(broker)
+    broker: broker === undefined ? undefined : percent(broker),
+    closed: after.closed,
+    failed
   }
 }
 

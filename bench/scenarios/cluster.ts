@@ -134,7 +134,7 @@ async function measureAll (context: Context, watch: Disturbances): Promise<Scena
   const rest = `At rest, before the run (nothing of the bench running, ${2 * scale} s each), the single node used ${await atRest([AMQP_URL], 2 * scale)}% of a core ` +
     `(other tests share it) and the cluster's three nodes ${await atRest(CLUSTER_URLS, 2 * scale)}%: at low event rates that is most of the broker µs/event.`
   const fanout = await undisturbed(watch, 'fan-out', async () => {
-    const measured: Measured = { frames: new Map(), points: new Map() }
+    const measured: Measured = { frames: new Map(), points: new Map(), troubles: [] }
     await withPeers(PEERS, {}, (deployments) => measureSubs(context, SUBS, deployments, measured, [], BURSTS.map((burst) => ({ size: SIZE, burst }))))
     return fanoutTable(measured, sampled, rest)
   })
@@ -169,7 +169,7 @@ function ratioCells (single: number[] | undefined, cluster: number[] | undefined
   return [median(rounds).toFixed(2), spreadCell(rounds)]
 }
 
-function fanoutTable ({ frames, points }: Measured, sampled: string, rest: string): Table {
+function fanoutTable ({ frames, points, troubles }: Measured, sampled: string, rest: string): Table {
   const rows: Cell[][] = []
   for (const burst of BURSTS) {
     const key = (peer: string): string => fanoutKey(peer, SUBS, burst, SIZE)
@@ -186,7 +186,7 @@ function fanoutTable ({ frames, points }: Measured, sampled: string, rest: strin
   return {
     title: `Cluster: fan-out, one topic, every client subscribed (${SIZE} B; two instances, ${SINGLE} on the single node against ${CLUSTER}; ${sampled})`,
     notes: ['Frames/s counted at the clients, events/s = frames/s / subscribers; server µs/frame is the two instances\' CPU per frame received; broker CPU adds up the node, or the cluster\'s three, ' +
-      'and broker µs/event is that CPU per event published (each lands in both instance queues, and on the cluster in their replicas). Spread: (max - min) / median of the rounds, percent; the ratio is the cluster\'s frames/s over the single node\'s, round by round.', rest],
+      'and broker µs/event is that CPU per event published (each lands in both instance queues, and on the cluster in their replicas). Spread: (max - min) / median of the rounds, percent; the ratio is the cluster\'s frames/s over the single node\'s, round by round.', rest, ...troubles],
     columns: ['peer', 'subs', 'burst', 'frames/s', 'spread %', 'events/s', 'cluster / single', 'spread %', 'server µs/frame', 'broker CPU %', 'broker µs/event'],
     rows
   }

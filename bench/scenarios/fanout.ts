@@ -17,6 +17,8 @@ export const ackEvery = (window: number): number => Math.max(1, Math.floor(windo
 /** What each point measured, by peer/subs/burst/size (fanoutKey): frames/s of each round, and medians of the rest. */
 export interface Measured {
   frames: Map<string, number[]>
+  /** Points whose clients were closed or whose publishes failed, said under the table: a rate means nothing without it. */
+  troubles: string[]
   /** `broker`: undefined when a reading was missing (a peer without RabbitMQ reads the machine's node all the same). */
   points: Map<string, { server: number, generator: number, cpuPerFrame: number, broker: number | undefined }>
 }
@@ -40,7 +42,7 @@ function pointsOf (context: Context, subs: number): Array<{ size: number, burst:
  * default the points of the fan-out suite), the deployments in turn; adds a
  * row per peer and point to `rows`.
  */
-export async function measureSubs (context: Context, subs: number, deployments: Deployment[], { frames, points }: Measured, rows: Cell[][],
+export async function measureSubs (context: Context, subs: number, deployments: Deployment[], { frames, points, troubles }: Measured, rows: Cell[][],
   measuring = pointsOf(context, subs)): Promise<void> {
   // One peer at a time: the handshakes of all of them would share the generator core.
   for (const deployment of deployments) await deployment.connect(subs, { topic: FANOUT_TOPIC, ackEvery: ackEvery(64) })
@@ -56,6 +58,9 @@ export async function measureSubs (context: Context, subs: number, deployments: 
       const broker = rounds.some((r) => r.broker === undefined) ? undefined : median(rounds.map((r) => r.broker!))
       points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)), broker })
       rows.push([name, subs, burst, size, Math.round(median(framesPerSec)), spreadCell(framesPerSec), cpuPerFrame.toFixed(2)])
+      const closed = Math.max(...rounds.map((r) => r.closed))
+      const failed = Math.max(...rounds.map((r) => r.failed))
+      if (closed > 0 || failed > 0) troubles.push(`${name}, ${subs} subscribers, bursts of ${burst}, ${size} B: ${closed} of its clients closed and ${failed} publishes failed by the end of a round (the most in one).`)
     }
   }
 }
@@ -64,7 +69,7 @@ export async function fanout (context: Context): Promise<ScenarioResult> {
   const { args } = context
   const peers = peersOf(context, PEERS)
   const rows: Cell[][] = []
-  const measured: Measured = { frames: new Map(), points: new Map() }
+  const measured: Measured = { frames: new Map(), points: new Map(), troubles: [] }
   for (const subs of args.subs) {
     await withPeers(peers, {}, (deployments) => measureSubs(context, subs, deployments, measured, rows))
   }
@@ -73,7 +78,7 @@ export async function fanout (context: Context): Promise<ScenarioResult> {
     tables: [
       {
         title: `Fan-out: one topic, every client subscribed (${rounds})`,
-        notes: ['Spread: (max - min) / median of the rounds\' frames/s, percent.'],
+        notes: ['Spread: (max - min) / median of the rounds\' frames/s, percent.', ...measured.troubles],
         columns: ['peer', 'subs', 'burst', 'bytes', 'frames/s', 'spread %', 'server µs/frame'],
         rows
       },
