@@ -356,6 +356,14 @@ function outages (logs: LogLine[], from: number, zero: number): string {
   return lines.map((line) => /lost/.test(line.msg) ? `${line.member} lost at +${at(line)} (${line.connection})` : `${line.member} up again on ${line.node} at +${at(line)}`).join(', ')
 }
 
+/** Every line the instances logged from `from`, the first 30: for a case that failed before its own summary. */
+function everyLine (logs: LogLine[], from: number, zero: number): string {
+  const lines = logs.slice(from, from + 30)
+  if (lines.length === 0) return 'none'
+  return lines.map((line) => `${line.member} +${Math.round(line.at - zero)} ms [${line.level}] ${line.msg}` +
+    `${line.node === undefined ? '' : ` on ${line.node}`}${line.lastError === undefined ? '' : ` (${line.lastError})`}`).join('; ')
+}
+
 /**
  * One fault under continuous publishing from every instance of both stages,
  * then every check. `script`: also check what the script's `status` says meanwhile.
@@ -390,7 +398,8 @@ async function faultCase (t: Test, stages: Stage[], logs: LogLine[], fault: Faul
     waitFor(() => watched.every(({ arrivals }) => arrivals.firstAfter !== undefined), {
       what: `an event published after ${node} stopped, at every client`,
       timeoutMs: 30_000,
-      detail: () => watched.map(({ client }) => client.describe()).join('\n')
+      // The instances' own account of their connections, the evidence of a consumer that did not come back.
+      detail: () => `${watched.map(({ client }) => client.describe()).join('\n')}\nthe instances' logs, from stop-node: ${everyLine(logs, logStop, stopAt)}`
     })
   ])
   const flowAt = Math.max(...watched.map(({ arrivals }) => arrivals.firstAfter as number))
