@@ -104,11 +104,25 @@ export class ConfirmPublisher {
     try {
       this.#writable = channel.publish(this.#options.exchange, message.topic, message.payload, publishOptions(message), (error: unknown) => {
         this.#settle(outbound, error == null ? undefined : new PublishNackedError())
+        this.#resumeIfAllConfirmed(channel)
       })
     } catch (error) {
       // amqplib throws when the channel closed a moment ago and its 'close' event is still queued
       this.#settle(outbound, new BrokerUnavailableError((error as Error).message))
     }
+  }
+
+  /**
+   * The broker confirmed everything sent on `channel`, so amqplib's buffer for
+   * it is empty whether or not it said 'drain'. A missing 'drain' has been
+   * reported (amqplib issue 398); waiting for it then would hold every later
+   * publish in the buffer until it filled and publishes were refused, on a
+   * connection that is fine.
+   */
+  #resumeIfAllConfirmed (channel: ConfirmChannel): void {
+    if (this.#writable || this.#channel !== channel || this.#inFlight.size > 0) return
+    this.#writable = true
+    this.#flush()
   }
 
   #expire (outbound: Outbound): void {
