@@ -1,0 +1,241 @@
+import t, { type Test } from 'tap'
+import { connect, type Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { createSigner } from 'fast-jwt'
+import { WebSocket } from 'ws'
+import { attemptHandshake, delay, SECRET, startServer, type TestServer } from './helpers/server.js'
+import { waitFor } from './helpers/wait.js'
+
+// Red-team attack on commit 569cf99 (lib/handshake.ts): the slot a handshake
+// reserves is given back through the ServerResponse @fastify/websocket
+// assigned to the socket, not a listener on the socket. Clients drop at every
+// stage of the handshake, handshakes are refused for every reason (ours and
+// the app's own hooks after ours), all at once; afterwards exactly
+// maxConnections clients must be admitted and one more refused with 503:
+// a slot leaked admits fewer, a slot given back twice admits more.
+
+const KEY_DELAY_MS = 80
+const GOOD_ORIGIN = 'http://good.example'
+const sign = createSigner({ key: SECRET, expiresIn: 3_600_000 })
+
+type Stage = 'app-before' | 'app-done' | 'key' | 'app-after'
+
+interface Probe {
+  /** Requests currently at each stage, by their x-tag header. */
+  at: Map<string, Stage>
+}
+
+/**
+ * A server whose key resolves slowly (the verification awaits), with app hooks:
+ * - a global onRequest hook that awaits for requests tagged x-slow-app (it runs before the plugin's route hook);
+ * - a preValidation hook (after the plugin's onRequest) that awaits for x-slow-pre and refuses x-refuse with 403.
+ */
+async function attackServer (t: Test, maxConnections: number, probe: Probe): Promise<TestServer> {
+  return await startServer(t, {
+    maxConnections,
+    handshakesPerMinute: 0,
+    origins: [GOOD_ORIGIN],
+    allowMissingOrigin: false,
+    jwt: {
+      secret: async (request: { headers: Record<string, string | string[] | undefined> }) => {
+        const tag = request.headers['x-tag']
+        if (typeof tag === 'string') probe.at.set(tag, 'key')
+        await delay(KEY_DELAY_MS)
+        return SECRET
+      }
+    }
+  }, (app) => {
+    app.addHook('onRequest', async (request) => {
+      if (request.headers['x-slow-app'] === undefined) return
+      probe.at.set(String(request.headers['x-tag']), 'app-before')
+      await delay(KEY_DELAY_MS)
+      probe.at.set(String(request.headers['x-tag']), 'app-done')
+    })
+    app.addHook('preValidation', async (request, reply) => {
+      if (request.headers['x-slow-pre'] !== undefined) {
+        probe.at.set(String(request.headers['x-tag']), 'app-after')
+        await delay(KEY_DELAY_MS)
+      }
+      if (request.headers['x-refuse'] !== undefined) {
+        await reply.code(403).send({ code: 'APP_REFUSED' })
+      }
+    })
+  })
+}
+
+const goodHeaders = (sub: string, extra: Record<string, string> = {}): Record<string, string> =>
+  ({ authorization: `Bearer ${sign({ sub })}`, origin: GOOD_ORIGIN, ...extra })
+
+/** A handshake written by hand over TCP, so that it can be dropped at any moment. */
+async function rawHandshake (port: number, headers: Record<string, string>): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1')
+  socket.on('error', () => {})
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write([
+    'GET /events HTTP/1.1', `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
+    `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13',
+    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`), '', ''
+  ].join('\r\n'))
+  return socket
+}
+
+/** 'fin' closes the TCP connection (the server may keep its half open a while); 'rst' resets it (the server's socket closes at once). */
+type Drop = 'fin' | 'rst'
+
+/** Drops a hand-written handshake once the server has it at `stage`. */
+async function dropAt (t: Test, server: TestServer, probe: Probe, stage: Stage, tag: string, extra: Record<string, string> = {}, how: Drop = 'fin'): Promise<void> {
+  const socket = await rawHandshake(server.port, goodHeaders(tag, { 'x-tag': tag, ...extra }))
+  t.teardown(() => socket.destroy())
+  let answered = false
+  socket.once('data', () => { answered = true })
+  socket.once('close', () => { answered = true })
+  await waitFor(() => probe.at.get(tag) === stage || answered, { what: `handshake ${tag} to reach stage ${stage}`, detail: () => String(probe.at.get(tag)) })
+  if (how === 'rst') socket.resetAndDestroy()
+  else socket.destroy()
+  if (probe.at.get(tag) !== stage) throw new Error(`handshake ${tag} was answered before reaching stage ${stage}`)
+}
+
+/** A handshake that stays open once admitted; resolves with its status. */
+async function holdOpen (t: Test, server: TestServer, sub: string): Promise<{ status: number, ws: WebSocket }> {
+  return await new Promise((resolve, reject) => {
+    const ws = new WebSocket(server.url, { headers: goodHeaders(sub) })
+    t.teardown(() => ws.terminate())
+    ws.on('open', () => resolve({ status: 101, ws }))
+    ws.on('unexpected-response', (_request, response) => {
+      response.resume()
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, ws }))
+    })
+    ws.on('error', (err) => { if (!err.message.startsWith('Unexpected server response')) reject(err) })
+  })
+}
+
+/**
+ * Waits for every connection to be gone, then proves the cap is whole: exactly
+ * `max` clients are admitted one after another and held, the next gets 503.
+ * A handshake still in flight (verifying a dropped client's token) holds its
+ * slot for a moment: the attempt is then closed and made again, boundedly. A
+ * slot leaked or given back twice is for good, so the wait fails with the
+ * statuses seen.
+ */
+async function assertCapWhole (t: Test, server: TestServer, max: number, what: string): Promise<void> {
+  const gone = async (): Promise<void> => await waitFor(() => server.app.eventSocket.stats().connections === 0, {
+    what: `every connection of ${what} to be gone`, detail: () => JSON.stringify(server.app.eventSocket.stats().connections)
+  })
+  await gone()
+  const wanted = `${Array.from({ length: max }, () => 101).join(',')} then 503`
+  let seen = ''
+  await waitFor(async () => {
+    const opened: Array<{ status: number, ws: WebSocket }> = []
+    for (let i = 0; i < max; i++) opened.push(await holdOpen(t, server, `after-${i}`))
+    const over = await holdOpen(t, server, 'one-too-many')
+    seen = `${opened.map((h) => h.status).join(',')} then ${over.status}`
+    if (seen === wanted) return true
+    for (const h of [...opened, over]) h.ws.close()
+    await gone()
+    return false
+  }, { what: `exactly maxConnections (${max}) to be admitted after ${what}, then 503`, timeoutMs: 5000, intervalMs: 50, detail: () => `last attempt: ${seen}` })
+  t.equal(seen, wanted, `after ${what}: exactly maxConnections (${max}) new clients are admitted, one more gets 503`)
+  t.equal(server.app.eventSocket.stats().connections, max, 'and the plugin counts exactly maxConnections open')
+}
+
+// Fastify runs an app's global onRequest hooks before a route's own, so the
+// plugin's hook can run for a client that is already gone: reset, its socket
+// (and the response assigned to it) closed before the plugin listened.
+async function dropBeforePluginHook (t: Test, server: TestServer, probe: Probe, tag: string, how: Drop): Promise<void> {
+  await dropAt(t, server, probe, 'app-before', tag, { 'x-slow-app': '1' }, how)
+  // The app's hook is over: the plugin's runs next for the gone client, in the same turn.
+  await waitFor(() => probe.at.get(tag) === 'app-done' || probe.at.get(tag) === 'key', { what: `the app's hook to finish for ${tag} after it dropped`, detail: () => String(probe.at.get(tag)) })
+}
+
+for (const how of ['fin', 'rst'] as const) {
+  t.test(`a client dropped (${how}) during an app's own onRequest hook, before the plugin's, gives its slot back`, async (t) => {
+    const probe: Probe = { at: new Map() }
+    const server = await attackServer(t, 1, probe)
+    await dropBeforePluginHook(t, server, probe, 'early-dropper', how)
+    await assertCapWhole(t, server, 1, `a drop (${how}) during the app's onRequest hook`)
+  })
+
+  t.test(`several clients dropped (${how}) during an app's onRequest hook: every slot comes back`, async (t) => {
+    const probe: Probe = { at: new Map() }
+    const server = await attackServer(t, 3, probe)
+    await Promise.all(Array.from({ length: 3 }, (_, i) => dropBeforePluginHook(t, server, probe, `early-${i}`, how)))
+    await assertCapWhole(t, server, 3, `three drops (${how}) during the app's onRequest hook`)
+  })
+
+  t.test(`a client dropped (${how}) during verification gives its slot back`, async (t) => {
+    const probe: Probe = { at: new Map() }
+    const server = await attackServer(t, 2, probe)
+    await dropAt(t, server, probe, 'key', 'verifying-dropper', {}, how)
+    await assertCapWhole(t, server, 2, `a drop (${how}) during verification`)
+  })
+
+  t.test(`a client dropped (${how}) after verification, while an app preValidation hook awaits, gives its slot back once`, async (t) => {
+    const probe: Probe = { at: new Map() }
+    const server = await attackServer(t, 2, probe)
+    await dropAt(t, server, probe, 'app-after', 'late-dropper', { 'x-slow-pre': '1' }, how)
+    await assertCapWhole(t, server, 2, `a drop (${how}) between verification and the upgrade`)
+  })
+}
+
+t.test('handshakes the app refuses after the plugin admitted them give their slots back', async (t) => {
+  const probe: Probe = { at: new Map() }
+  const server = await attackServer(t, 2, probe)
+  // Two at a time: the cap (2) admits both past the plugin's hook, then the app refuses them.
+  const refused = []
+  for (let round = 0; round < 3; round++) {
+    refused.push(...await Promise.all([0, 1].map((i) => attemptHandshake(server.url, { headers: goodHeaders(`refused-${round}-${i}`, { 'x-refuse': '1' }) }))))
+  }
+  t.same(refused.map((r) => r.status), [403, 403, 403, 403, 403, 403], 'all refused by the app with its own 403 (none with 503: each pair\'s slots came back)')
+  t.ok(refused.every((r) => r.body.code === 'APP_REFUSED'), 'by the app\'s hook, after the plugin\'s admitted them')
+  await assertCapWhole(t, server, 2, 'six refusals by the app\'s preValidation hook')
+})
+
+t.test('a storm of drops at every stage and refusals of every kind, concurrently: exactly maxConnections afterwards', async (t) => {
+  const MAX = 4
+  const probe: Probe = { at: new Map() }
+  const server = await attackServer(t, MAX, probe)
+
+  // Phase 1: the cap full, the over-limit ones get 503 (their slot was never reserved).
+  const holders = await Promise.all(Array.from({ length: MAX }, (_, i) => holdOpen(t, server, `holder-${i}`)))
+  t.same(holders.map((h) => h.status), [101, 101, 101, 101], 'the cap filled')
+  const busy = await Promise.all(Array.from({ length: 5 }, (_, i) => attemptHandshake(server.url, { headers: goodHeaders(`busy-${i}`) })))
+  t.same(busy.map((r) => r.status), [503, 503, 503, 503, 503], 'over the cap: 503')
+  for (const holder of holders) holder.ws.close()
+  await waitFor(() => server.app.eventSocket.stats().connections === 0, { what: 'the holders to be gone' })
+
+  // Phase 2: everything at once. The cap (4) is smaller than the storm: some get 503 instead, which must leak nothing either.
+  const storm: Array<Promise<unknown>> = []
+  for (let round = 0; round < 3; round++) {
+    storm.push(
+      dropAt(t, server, probe, 'key', `key-${round}`, {}, round % 2 === 0 ? 'fin' : 'rst').catch(() => {}),
+      dropAt(t, server, probe, 'app-after', `pre-${round}`, { 'x-slow-pre': '1' }, round % 2 === 0 ? 'rst' : 'fin').catch(() => {}),
+      dropAt(t, server, probe, 'app-before', `app-${round}`, { 'x-slow-app': '1' }, 'rst').catch(() => {}),
+      attemptHandshake(server.url, { headers: goodHeaders(`open-then-drop-${round}`) }),
+      attemptHandshake(server.url, { headers: { authorization: 'Bearer not.a.token', origin: GOOD_ORIGIN } }),
+      attemptHandshake(server.url, { headers: goodHeaders(`bad-origin-${round}`, { origin: 'http://evil.example' }) }),
+      attemptHandshake(server.url, { headers: goodHeaders(`app-refused-${round}`, { 'x-refuse': '1' }) })
+    )
+  }
+  const settled = await Promise.allSettled(storm)
+  const statuses = settled.flatMap((s) => s.status === 'fulfilled' && s.value !== undefined ? [(s.value as { status: number }).status] : [])
+  t.ok(statuses.every((status) => [101, 401, 403, 503].includes(status)), `only expected statuses (${statuses.join(',')})`)
+  t.ok(statuses.includes(401) || statuses.includes(503), 'bad tokens were refused (401, or 503 while the cap was taken)')
+  await assertCapWhole(t, server, MAX, 'the storm')
+})
+
+t.test('a slot is never counted twice: a connection closed after upgrade frees exactly one slot', async (t) => {
+  const probe: Probe = { at: new Map() }
+  const server = await attackServer(t, 2, probe)
+  const a = await holdOpen(t, server, 'a')
+  const b = await holdOpen(t, server, 'b')
+  t.same([a.status, b.status], [101, 101])
+  t.equal((await holdOpen(t, server, 'c')).status, 503, 'full')
+  a.ws.close()
+  await waitFor(() => server.app.eventSocket.stats().connections === 1, { what: 'a to be gone' })
+  const d = await holdOpen(t, server, 'd')
+  t.equal(d.status, 101, 'its one slot is back')
+  t.equal((await holdOpen(t, server, 'e')).status, 503, 'and only one: the response\'s close after the upgrade gave nothing back again')
+  b.ws.close()
+  d.ws.close()
+  await assertCapWhole(t, server, 2, 'closes after upgrades')
+})
