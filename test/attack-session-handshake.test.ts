@@ -190,37 +190,68 @@ t.test('handshakes the app refuses after the plugin admitted them give their slo
   await assertCapWhole(t, server, 2, 'six refusals by the app\'s preValidation hook')
 })
 
+/** A hand-written handshake dropped as soon as the 101 arrives (before or with the hello); resolves with the status line. */
+async function dropAfter101 (t: Test, server: TestServer, tag: string, how: Drop): Promise<string> {
+  const socket = await rawHandshake(server.port, goodHeaders(tag))
+  t.teardown(() => socket.destroy())
+  let head = ''
+  socket.on('data', (chunk: Buffer) => { head += chunk.toString('latin1') })
+  let closed = false
+  socket.once('close', () => { closed = true })
+  await waitFor(() => head.includes('\r\n') || closed, { what: `an answer to ${tag}` })
+  if (how === 'rst') socket.resetAndDestroy()
+  else socket.destroy()
+  return head.slice(0, head.indexOf('\r\n'))
+}
+
+/** One wave of every kind of drop and refusal, `rounds` times over, all at once; resolves with what each got. */
+async function storm (t: Test, server: TestServer, probe: Probe, wave: string, rounds: number): Promise<{ reached: number, statuses: number[] }> {
+  const drops: Array<Promise<boolean>> = []
+  const attempts: Array<Promise<number>> = []
+  for (let round = 0; round < rounds; round++) {
+    const how: Drop = round % 2 === 0 ? 'fin' : 'rst'
+    const other: Drop = how === 'fin' ? 'rst' : 'fin'
+    const tag = `${wave}-${round}`
+    drops.push(
+      dropAt(t, server, probe, 'app-before', `app-${tag}`, { 'x-slow-app': '1' }, how).then(() => true, () => false),
+      dropAt(t, server, probe, 'key', `key-${tag}`, {}, how).then(() => true, () => false),
+      dropAt(t, server, probe, 'app-after', `pre-${tag}`, { 'x-slow-pre': '1' }, other).then(() => true, () => false),
+      dropAfter101(t, server, `after101-${tag}`, how).then((line) => line.startsWith('HTTP/1.1 101'))
+    )
+    attempts.push(...[
+      attemptHandshake(server.url, { headers: goodHeaders(`open-then-drop-${tag}`) }),
+      attemptHandshake(server.url, { headers: { authorization: 'Bearer not.a.token', origin: GOOD_ORIGIN } }),
+      attemptHandshake(server.url, { headers: goodHeaders(`bad-origin-${tag}`, { origin: 'http://evil.example' }) }),
+      attemptHandshake(server.url, { headers: goodHeaders(`app-refused-${tag}`, { 'x-refuse': '1' }) })
+    ].map(async (attempt) => (await attempt).status))
+  }
+  const reached = (await Promise.all(drops)).filter((ok) => ok).length
+  return { reached, statuses: await Promise.all(attempts) }
+}
+
 t.test('a storm of drops at every stage and refusals of every kind, concurrently: exactly maxConnections afterwards', async (t) => {
-  const MAX = 4
+  // Room for the whole storm (4 rounds of 8): every handshake reserves a slot, none is refused for the cap.
+  const MAX = 40
   const probe: Probe = { at: new Map() }
   const server = await attackServer(t, MAX, probe)
-
-  // Phase 1: the cap full, the over-limit ones get 503 (their slot was never reserved).
-  const holders = await Promise.all(Array.from({ length: MAX }, (_, i) => holdOpen(t, server, `holder-${i}`)))
-  t.same(holders.map((h) => h.status), [101, 101, 101, 101], 'the cap filled')
-  const busy = await Promise.all(Array.from({ length: 5 }, (_, i) => attemptHandshake(server.url, { headers: goodHeaders(`busy-${i}`) })))
-  t.same(busy.map((r) => r.status), [503, 503, 503, 503, 503], 'over the cap: 503')
-  for (const holder of holders) holder.ws.close()
-  await waitFor(() => server.app.eventSocket.stats().connections === 0, { what: 'the holders to be gone' })
-
-  // Phase 2: everything at once. The cap (4) is smaller than the storm: some get 503 instead, which must leak nothing either.
-  const storm: Array<Promise<unknown>> = []
-  for (let round = 0; round < 3; round++) {
-    storm.push(
-      dropAt(t, server, probe, 'key', `key-${round}`, {}, round % 2 === 0 ? 'fin' : 'rst').catch(() => {}),
-      dropAt(t, server, probe, 'app-after', `pre-${round}`, { 'x-slow-pre': '1' }, round % 2 === 0 ? 'rst' : 'fin').catch(() => {}),
-      dropAt(t, server, probe, 'app-before', `app-${round}`, { 'x-slow-app': '1' }, 'rst').catch(() => {}),
-      attemptHandshake(server.url, { headers: goodHeaders(`open-then-drop-${round}`) }),
-      attemptHandshake(server.url, { headers: { authorization: 'Bearer not.a.token', origin: GOOD_ORIGIN } }),
-      attemptHandshake(server.url, { headers: goodHeaders(`bad-origin-${round}`, { origin: 'http://evil.example' }) }),
-      attemptHandshake(server.url, { headers: goodHeaders(`app-refused-${round}`, { 'x-refuse': '1' }) })
-    )
-  }
-  const settled = await Promise.allSettled(storm)
-  const statuses = settled.flatMap((s) => s.status === 'fulfilled' && s.value !== undefined ? [(s.value as { status: number }).status] : [])
-  t.ok(statuses.every((status) => [101, 401, 403, 503].includes(status)), `only expected statuses (${statuses.join(',')})`)
-  t.ok(statuses.includes(401) || statuses.includes(503), 'bad tokens were refused (401, or 503 while the cap was taken)')
+  const { reached, statuses } = await storm(t, server, probe, 'roomy', 4)
+  t.equal(reached, 16, 'every drop happened at its stage (during the app\'s hook, verification, the app\'s later hook, after the 101)')
+  t.same(statuses, [101, 401, 403, 403, 101, 401, 403, 403, 101, 401, 403, 403, 101, 401, 403, 403],
+    'admitted then dropped; bad token 401; bad origin 403; refused by the app after the plugin 403')
   await assertCapWhole(t, server, MAX, 'the storm')
+})
+
+t.test('the same storm against a cap nearly full: 503s mixed in, and still exactly maxConnections afterwards', async (t) => {
+  const MAX = 6
+  const probe: Probe = { at: new Map() }
+  const server = await attackServer(t, MAX, probe)
+  const holders = await Promise.all(Array.from({ length: MAX - 2 }, (_, i) => holdOpen(t, server, `holder-${i}`)))
+  t.same(holders.map((h) => h.status), [101, 101, 101, 101], 'the cap nearly full')
+  const { statuses } = await storm(t, server, probe, 'tight', 4)
+  t.ok(statuses.every((status) => [101, 401, 403, 503].includes(status)), `only expected statuses (${statuses.join(',')})`)
+  t.ok(statuses.includes(503), 'some were refused for the cap')
+  for (const holder of holders) holder.ws.close()
+  await assertCapWhole(t, server, MAX, 'the storm against a nearly full cap')
 })
 
 t.test('a slot is never counted twice: a connection closed after upgrade frees exactly one slot', async (t) => {
