@@ -3,8 +3,8 @@ import { connect, type Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { WebSocket } from 'ws'
-import { attemptHandshake, delay, SECRET, startServer, type TestServer } from './helpers/server.js'
-import { waitFor } from './helpers/wait.js'
+import { attemptHandshake, delay, SECRET, startServer, type Refusal, type TestServer } from './helpers/server.js'
+import { waitFor, within } from './helpers/wait.js'
 
 // Red-team attack on commit 569cf99 (lib/handshake.ts): the slot a handshake
 // reserves is given back through the ServerResponse @fastify/websocket
@@ -70,7 +70,7 @@ const goodHeaders = (sub: string, extra: Record<string, string> = {}): Record<st
 async function rawHandshake (port: number, headers: Record<string, string>): Promise<Socket> {
   const socket = connect(port, '127.0.0.1')
   socket.on('error', () => {})
-  await new Promise((resolve) => socket.once('connect', resolve))
+  await within(new Promise((resolve) => socket.once('connect', resolve)), { what: 'a TCP connection', timeoutMs: 5000 })
   socket.write([
     'GET /events HTTP/1.1', `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
     `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13',
@@ -97,7 +97,7 @@ async function dropAt (t: Test, server: TestServer, probe: Probe, stage: Stage, 
 
 /** A handshake that stays open once admitted; resolves with its status. */
 async function holdOpen (t: Test, server: TestServer, sub: string): Promise<{ status: number, ws: WebSocket }> {
-  return await new Promise((resolve, reject) => {
+  return await within(new Promise((resolve, reject) => {
     const ws = new WebSocket(server.url, { headers: goodHeaders(sub) })
     t.teardown(() => ws.terminate())
     ws.on('open', () => resolve({ status: 101, ws }))
@@ -106,7 +106,12 @@ async function holdOpen (t: Test, server: TestServer, sub: string): Promise<{ st
       response.on('end', () => resolve({ status: response.statusCode ?? 0, ws }))
     })
     ws.on('error', (err) => { if (!err.message.startsWith('Unexpected server response')) reject(err) })
-  })
+  }), { what: `an answer to the handshake of ${sub}`, timeoutMs: 5000 })
+}
+
+/** attemptHandshake, bounded. */
+async function attempt (url: string, headers: Record<string, string>): Promise<Refusal> {
+  return await within(attemptHandshake(url, { headers }), { what: 'an answer to a handshake', timeoutMs: 5000 })
 }
 
 /**
@@ -183,7 +188,7 @@ t.test('handshakes the app refuses after the plugin admitted them give their slo
   // Two at a time: the cap (2) admits both past the plugin's hook, then the app refuses them.
   const refused = []
   for (let round = 0; round < 3; round++) {
-    refused.push(...await Promise.all([0, 1].map((i) => attemptHandshake(server.url, { headers: goodHeaders(`refused-${round}-${i}`, { 'x-refuse': '1' }) }))))
+    refused.push(...await Promise.all([0, 1].map((i) => attempt(server.url, goodHeaders(`refused-${round}-${i}`, { 'x-refuse': '1' })))))
   }
   t.same(refused.map((r) => r.status), [403, 403, 403, 403, 403, 403], 'all refused by the app with its own 403 (none with 503: each pair\'s slots came back)')
   t.ok(refused.every((r) => r.body.code === 'APP_REFUSED'), 'by the app\'s hook, after the plugin\'s admitted them')
@@ -219,10 +224,10 @@ async function storm (t: Test, server: TestServer, probe: Probe, wave: string, r
       dropAfter101(t, server, `after101-${tag}`, how).then((line) => line.startsWith('HTTP/1.1 101'))
     )
     attempts.push(...[
-      attemptHandshake(server.url, { headers: goodHeaders(`open-then-drop-${tag}`) }),
-      attemptHandshake(server.url, { headers: { authorization: 'Bearer not.a.token', origin: GOOD_ORIGIN } }),
-      attemptHandshake(server.url, { headers: goodHeaders(`bad-origin-${tag}`, { origin: 'http://evil.example' }) }),
-      attemptHandshake(server.url, { headers: goodHeaders(`app-refused-${tag}`, { 'x-refuse': '1' }) })
+      attempt(server.url, goodHeaders(`open-then-drop-${tag}`)),
+      attempt(server.url, { authorization: 'Bearer not.a.token', origin: GOOD_ORIGIN }),
+      attempt(server.url, goodHeaders(`bad-origin-${tag}`, { origin: 'http://evil.example' })),
+      attempt(server.url, goodHeaders(`app-refused-${tag}`, { 'x-refuse': '1' }))
     ].map(async (attempt) => (await attempt).status))
   }
   const reached = (await Promise.all(drops)).filter((ok) => ok).length
