@@ -78,6 +78,13 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
       response?.off('close', release)
     }
     response?.once('close', release)
+    // Already gone: reset while an app's own onRequest hook (which Fastify
+    // runs before this route's) awaited, its response closed before the
+    // listener above was added, and will not close again. Nothing to admit.
+    if (request.raw.socket?.destroyed === true) {
+      release()
+      return
+    }
     try {
       checkOrigin(request, options)
       const offered = parseProtocols(request.headers['sec-websocket-protocol'])
