@@ -135,13 +135,17 @@ serve({
     let events = 0
     let closed = 0
     let healthyClosed = 0
+    // By the close code the server sent ('none': the socket ended without a close frame).
+    const closeCodes: Record<string, number> = {}
     for (const conn of conns) {
       events += conn.events
       if (!conn.closed) continue
       closed++
       if (!paused.has(conn)) healthyClosed++
+      const code = String(conn.closeCode ?? 'none')
+      closeCodes[code] = (closeCodes[code] ?? 0) + 1
     }
-    return { events, closed, healthyClosed }
+    return { events, closed, healthyClosed, closeCodes }
   },
 
   /** The first `fraction` of the connections stop reading. */

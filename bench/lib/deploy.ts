@@ -22,6 +22,8 @@ export interface Snapshot {
   closed: number
   /** Of those, the clients that never stopped reading. */
   healthyClosed: number
+  /** The closed clients by the close code the server sent ('none': no close frame). */
+  closeCodes: Record<string, number>
   /** CPU time of all server processes so far, microseconds. */
   cpu: number
   /** The same, by server process (instance 0 publishes). */
@@ -33,6 +35,13 @@ export interface Snapshot {
 export type ClientOptions = Pick<ConnectArgs, 'topic' | 'compression' | 'ackEvery'>
 
 const sum = (values: number[]): number => values.reduce((a, b) => a + b, 0)
+
+/** Counts by key, added up. */
+function mergeCounts (all: Array<Record<string, number>>): Record<string, number> {
+  const merged: Record<string, number> = {}
+  for (const counts of all) for (const [key, count] of Object.entries(counts)) merged[key] = (merged[key] ?? 0) + count
+  return merged
+}
 
 export class Deployment {
   private generators: Child[] = []
@@ -76,7 +85,7 @@ export class Deployment {
 
   async snapshot (): Promise<Snapshot> {
     const [counts, cpu, generatorCpu] = await Promise.all([
-      Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number, healthyClosed: number }>('counts'))),
+      Promise.all(this.generators.map((g) => g.call<{ events: number, closed: number, healthyClosed: number, closeCodes: Record<string, number> }>('counts'))),
       Promise.all(this.servers.map((s) => s.call<number>('cpu'))),
       Promise.all(this.generators.map((g) => g.call<number>('cpu')))
     ])
@@ -85,6 +94,7 @@ export class Deployment {
       events: sum(counts.map((c) => c.events)),
       closed: sum(counts.map((c) => c.closed)),
       healthyClosed: sum(counts.map((c) => c.healthyClosed)),
+      closeCodes: mergeCounts(counts.map((c) => c.closeCodes)),
       cpu: sum(cpu),
       cpus: cpu,
       generatorCpu: sum(generatorCpu)

@@ -22,6 +22,8 @@ export interface Throughput {
   broker: number | undefined
   /** Clients closed by the end of the window (the plugin's 4008 among them), and publishes the servers counted as failed so far: a point's own explanation of a low or zero rate. */
   closed: number
+  /** Those clients by the close code the server sent ('none': no close frame). */
+  closeCodes: Record<string, number>
   failed: number
 }
 
@@ -49,6 +51,7 @@ export async function throughput (deployment: Deployment, drive: DriveArgs, args
     generator: percent(after.generatorCpu - before.generatorCpu),
     broker: broker === undefined ? undefined : percent(broker),
     closed: after.closed,
+    closeCodes: after.closeCodes,
     failed
   }
 }

@@ -58,9 +58,12 @@ export async function measureSubs (context: Context, subs: number, deployments: 
       const broker = rounds.some((r) => r.broker === undefined) ? undefined : median(rounds.map((r) => r.broker!))
       points.set(key, { cpuPerFrame, server: median(rounds.map((r) => r.server)), generator: median(rounds.map((r) => r.generator)), broker })
       rows.push([name, subs, burst, size, Math.round(median(framesPerSec)), spreadCell(framesPerSec), cpuPerFrame.toFixed(2)])
-      const closed = Math.max(...rounds.map((r) => r.closed))
+      const worst = rounds.reduce((a, b) => (b.closed > a.closed ? b : a))
       const failed = Math.max(...rounds.map((r) => r.failed))
-      if (closed > 0 || failed > 0) troubles.push(`${name}, ${subs} subscribers, bursts of ${burst}, ${size} B: ${closed} of its clients closed and ${failed} publishes failed by the end of a round (the most in one).`)
+      if (worst.closed > 0 || failed > 0) {
+        const codes = Object.entries(worst.closeCodes).map(([code, count]) => `${count} with ${code}`).join(', ')
+        troubles.push(`${name}, ${subs} subscribers, bursts of ${burst}, ${size} B: ${worst.closed} of its clients closed${codes === '' ? '' : ` (${codes})`} and ${failed} publishes failed by the end of a round (the most in one).`)
+      }
     }
   }
 }

@@ -36,6 +36,13 @@ export interface Peer {
   publish?: (topic: string, data: EventData) => void
   /** True while the server has more queued than it should take more on: the driver waits. */
   busy: () => boolean
+  /**
+   * Events this instance published that have not come back to it off the bus
+   * yet (undefined: none of its own are in transit). The driver bounds it in
+   * a fan-out to one topic every instance holds, so that a broker's backlog
+   * cannot land on the sockets at once.
+   */
+  inTransit?: () => number
   /** Counters worth reporting (broker messages consumed, closes, pending). */
   stats: () => Record<string, number>
   /** With `timeFanout`: each event's fan-out time inside the server. */

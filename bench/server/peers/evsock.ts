@@ -63,6 +63,7 @@ export async function start (options: PeerOptions): Promise<Peer> {
 
   let inFlight = 0
   let failed = 0
+  let sent = 0
   const settled = (): void => { inFlight-- }
   // Past a quarter of the default pending bound per connection (events behind full windows) the driver waits.
   const backlogged = (): boolean => {
@@ -74,10 +75,12 @@ export async function start (options: PeerOptions): Promise<Peer> {
     port: Number(new URL(address).port),
     publish: (topic, data) => {
       inFlight++
+      sent++
       app.publish(topic, data).then(settled, () => { settled(); failed++ })
     },
     ...(fanout === undefined ? {} : { fanout }),
     busy: () => inFlight > MAX_IN_FLIGHT || backlogged(),
+    inTransit: () => sent - app.eventSocket.stats().eventsIn,
     stats: () => {
       const { eventsIn, eventsOut, pending, slowConsumerCloses } = app.eventSocket.stats()
       return { consumed: eventsIn, eventsOut, pending, slowConsumerCloses, failed }
