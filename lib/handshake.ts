@@ -60,6 +60,10 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
   return async function handshake (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     // Plain HTTP requests fall through to the route's 426 handler.
     if (!request.ws) return
+    // Already gone: reset while an app's own onRequest hook (which Fastify runs
+    // before this route's) awaited. Its response has closed and will not close
+    // again to give a slot back, and ws will not upgrade it: nothing to admit.
+    if (request.raw.socket?.destroyed === true) return
     if (limiter !== undefined && !limiter.take(request.ip)) throw new HandshakeRateLimitedError()
     if (connectionCount() + reserved >= options.maxConnections) throw new BusyError()
     reserved++
@@ -78,13 +82,6 @@ export function createHandshakeHook (fastify: FastifyInstance, { options, connec
       response?.off('close', release)
     }
     response?.once('close', release)
-    // Already gone: reset while an app's own onRequest hook (which Fastify
-    // runs before this route's) awaited, its response closed before the
-    // listener above was added, and will not close again. Nothing to admit.
-    if (request.raw.socket?.destroyed === true) {
-      release()
-      return
-    }
     try {
       checkOrigin(request, options)
       const offered = parseProtocols(request.headers['sec-websocket-protocol'])
