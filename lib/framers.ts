@@ -104,6 +104,9 @@ function tcpOf (socket: WebSocket): TcpSocket | undefined {
   return typeof tcp?.write === 'function' ? tcp as TcpSocket : undefined
 }
 
+/** The TCP socket of a socket that framerFor gave the direct framer: checked there once, not at every write. */
+const tcpOfDirect = (socket: WebSocket): TcpSocket => (socket as unknown as { _socket: TcpSocket })._socket
+
 /** One buffer and one write per turn: a write per frame costs more than building the frames. */
 class DirectFramer implements Framer {
   readonly #format: Format
@@ -122,7 +125,7 @@ class DirectFramer implements Framer {
       : frameAll(entries, this.#format, first)
     // Without compression ws's sender never queues, so this write stays in
     // order with the pings and the close frame ws writes itself.
-    ;(tcpOf(socket) as TcpSocket).write(bytes)
+    tcpOfDirect(socket).write(bytes)
     return events
   }
 }
